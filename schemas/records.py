@@ -1,0 +1,413 @@
+"""Typed records for every topic, one dataclass per Avro schema.
+
+Timestamps are epoch milliseconds (int) in Python; enums are `str` enums whose
+values are the Avro symbols. `validate()` names every bad field; `to_avro()` and
+`from_avro()` convert to and from the dicts fastavro reads and writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import hashlib
+import re
+import time
+import typing
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
+
+from prefloop.errors import FieldError, ValidationError
+
+R = TypeVar("R", bound="AvroRecord")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+_WS = re.compile(r"\s+")
+
+
+def prompt_hash(prompt: str) -> str:
+    """Default prompt_id: a hash of the normalised prompt (case-folded, whitespace collapsed)."""
+    normalised = _WS.sub(" ", prompt.strip().casefold())
+    return hashlib.sha256(normalised.encode()).hexdigest()[:24]
+
+
+def pair_hash(prompt: str, chosen: str, rejected: str) -> str:
+    """pair_id: content hash of (prompt, chosen, rejected); length-prefixed so no two triples collide by concatenation."""
+    h = hashlib.sha256()
+    for part in (prompt, chosen, rejected):
+        raw = part.encode()
+        h.update(len(raw).to_bytes(8, "little"))
+        h.update(raw)
+    return h.hexdigest()[:32]
+
+
+class ActionKind(str, enum.Enum):
+    THUMBS_UP = "THUMBS_UP"
+    THUMBS_DOWN = "THUMBS_DOWN"
+    RATING = "RATING"
+    EDIT = "EDIT"
+    ACCEPT = "ACCEPT"
+    CHOICE = "CHOICE"
+
+
+class PairSource(str, enum.Enum):
+    EDIT = "EDIT"
+    CHOICE = "CHOICE"
+    THUMBS = "THUMBS"
+    RATING = "RATING"
+
+
+class PromotionDecision(str, enum.Enum):
+    PROMOTE = "PROMOTE"
+    REJECT = "REJECT"
+    ADVANCE = "ADVANCE"
+    ROLLBACK = "ROLLBACK"
+    COMPLETE = "COMPLETE"
+
+
+class TriggerReason(str, enum.Enum):
+    NEW_PAIRS = "NEW_PAIRS"
+    DRIFT = "DRIFT"
+    STALENESS = "STALENESS"
+    MANUAL = "MANUAL"
+
+
+class TrainingStatus(str, enum.Enum):
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+@functools.cache
+def _field_types(cls: type) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, inner type, nullable) per field; cached because get_type_hints is slow on hot decode paths."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, *_base_type(hints[f.name])) for f in dataclasses.fields(cls))
+
+
+def _base_type(hint: Any) -> tuple[Any, bool]:
+    """(inner type, nullable) of a field annotation."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        return inner, True
+    return hint, False
+
+
+@dataclass
+class AvroRecord:
+    SCHEMA: ClassVar[str]
+    # Fields that must hold a non-blank string.
+    REQUIRED_TEXT: ClassVar[tuple[str, ...]] = ()
+
+    def to_avro(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, enum.Enum):
+                value = value.value
+            elif isinstance(value, dict):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_avro(cls: type[R], data: dict[str, Any]) -> R:
+        kwargs = {}
+        for name, inner, _ in _field_types(cls):
+            if name not in data:
+                continue
+            value = data[name]
+            if isinstance(value, datetime):
+                value = int(value.timestamp() * 1000)
+            elif value is not None and isinstance(inner, type) and issubclass(inner, enum.Enum):
+                value = inner(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls: type[R], data: dict[str, Any]) -> R:
+        """Build from a JSON object, checking every field; raises ValidationError naming each bad one."""
+        hints = typing.get_type_hints(cls)
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        errors: list[FieldError] = []
+        kwargs: dict[str, Any] = {}
+        for key in data:
+            if key not in names:
+                errors.append(FieldError(key, "unknown field"))
+        for name, f in names.items():
+            if name not in data:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+                    errors.append(FieldError(name, "is required"))
+                continue
+            value = data[name]
+            inner, nullable = _base_type(hints[name])
+            if value is None:
+                if not nullable:
+                    errors.append(FieldError(name, "must not be null"))
+                else:
+                    kwargs[name] = None
+                continue
+            try:
+                kwargs[name] = _coerce_json(value, inner, name)
+            except (TypeError, ValueError) as exc:
+                errors.append(FieldError(name, str(exc)))
+        if errors:
+            raise ValidationError(errors, cls.SCHEMA)
+        record = cls(**kwargs)
+        record.validate()
+        return record
+
+    def field_errors(self) -> list[FieldError]:
+        """Type checks from the annotations plus the record's own rules."""
+        errors: list[FieldError] = []
+        for name, inner, nullable in _field_types(type(self)):
+            value = getattr(self, name)
+            if value is None:
+                if not nullable:
+                    errors.append(FieldError(name, "must not be null"))
+                continue
+            origin = typing.get_origin(inner) or inner
+            if origin is dict:
+                if not isinstance(value, dict):
+                    errors.append(FieldError(name, f"must be a map, got {type(value).__name__}"))
+                    continue
+                _, val_t = typing.get_args(inner)
+                for k, v in value.items():
+                    if not isinstance(k, str):
+                        errors.append(FieldError(f"{name}.{k}", "map keys must be strings"))
+                    ok = isinstance(v, str) if val_t is str else isinstance(v, (int, float)) and not isinstance(v, bool)
+                    if not ok:
+                        errors.append(FieldError(f"{name}.{k}", f"must be {val_t.__name__}, got {type(v).__name__}"))
+            elif inner is float:
+                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                    errors.append(FieldError(name, f"must be a number, got {type(value).__name__}"))
+            elif inner is int:
+                if not isinstance(value, int) or isinstance(value, bool):
+                    errors.append(FieldError(name, f"must be an integer, got {type(value).__name__}"))
+            elif isinstance(inner, type) and issubclass(inner, enum.Enum):
+                if not isinstance(value, inner):
+                    errors.append(FieldError(name, f"must be one of {[m.value for m in inner]}, got {value!r}"))
+            elif inner is str and not isinstance(value, str):
+                errors.append(FieldError(name, f"must be a string, got {type(value).__name__}"))
+            elif inner is bytes and not isinstance(value, (bytes, bytearray)):
+                errors.append(FieldError(name, f"must be bytes, got {type(value).__name__}"))
+        for text_field in self.REQUIRED_TEXT:
+            value = getattr(self, text_field)
+            if isinstance(value, str) and not value.strip():
+                errors.append(FieldError(text_field, "must not be empty"))
+        if isinstance(getattr(self, "occurred_at", None), int) and self.occurred_at < 0:  # type: ignore[attr-defined]
+            errors.append(FieldError("occurred_at", "must be epoch milliseconds >= 0"))
+        if not errors:
+            errors.extend(self.rule_errors())
+        return errors
+
+    def rule_errors(self) -> list[FieldError]:
+        return []
+
+    def validate(self: R) -> R:
+        errors = self.field_errors()
+        if errors:
+            raise ValidationError(errors, self.SCHEMA)
+        return self
+
+
+def _coerce_json(value: Any, typ: Any, name: str) -> Any:
+    origin = typing.get_origin(typ) or typ
+    if isinstance(typ, type) and issubclass(typ, enum.Enum):
+        if not isinstance(value, str):
+            raise ValueError(f"must be one of {[m.value for m in typ]}")
+        try:
+            return typ(value.upper())
+        except ValueError:
+            raise ValueError(f"must be one of {[m.value for m in typ]}, got {value!r}") from None
+    if name in ("occurred_at", "created_at"):
+        if isinstance(value, str):
+            try:
+                dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"must be epoch milliseconds or an ISO-8601 time, got {value!r}") from None
+            if dt.tzinfo is None:
+                raise ValueError(f"ISO-8601 time needs a timezone (e.g. Z), got {value!r}")
+            return int(dt.timestamp() * 1000)
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"must be an integer, got {type(value).__name__}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be a number, got {type(value).__name__}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ValueError(f"must be a string, got {type(value).__name__}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"must be an object, got {type(value).__name__}")
+        return value
+    return value
+
+
+@dataclass
+class Response(AvroRecord):
+    SCHEMA: ClassVar[str] = "Response"
+    REQUIRED_TEXT: ClassVar[tuple[str, ...]] = ("event_id", "response_id", "prompt_id", "prompt", "model_version")
+
+    response_id: str
+    prompt: str
+    response: str
+    model_version: str
+    prompt_id: str = ""
+    user_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    event_id: str = field(default_factory=new_event_id)
+    occurred_at: int = field(default_factory=now_ms)
+
+    def __post_init__(self) -> None:
+        if not self.prompt_id and isinstance(self.prompt, str):
+            self.prompt_id = prompt_hash(self.prompt)
+
+
+@dataclass
+class Action(AvroRecord):
+    SCHEMA: ClassVar[str] = "Action"
+    REQUIRED_TEXT: ClassVar[tuple[str, ...]] = ("event_id", "response_id")
+
+    response_id: str
+    kind: ActionKind
+    user_id: str | None = None
+    rating: int | None = None
+    edited_text: str | None = None
+    rejected_response_id: str | None = None
+    event_id: str = field(default_factory=new_event_id)
+    occurred_at: int = field(default_factory=now_ms)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.kind, str) and not isinstance(self.kind, ActionKind):
+            try:
+                self.kind = ActionKind(self.kind.upper())
+            except ValueError:
+                pass  # reported by validate()
+
+    def rule_errors(self) -> list[FieldError]:
+        errors = []
+        if self.kind is ActionKind.RATING:
+            if self.rating is None:
+                errors.append(FieldError("rating", "is required for kind RATING"))
+            elif not 1 <= self.rating <= 5:
+                errors.append(FieldError("rating", f"must be between 1 and 5, got {self.rating}"))
+        elif self.rating is not None and not 1 <= self.rating <= 5:
+            errors.append(FieldError("rating", f"must be between 1 and 5, got {self.rating}"))
+        if self.kind is ActionKind.EDIT and not (self.edited_text or "").strip():
+            errors.append(FieldError("edited_text", "is required for kind EDIT"))
+        if self.kind is ActionKind.CHOICE:
+            if not (self.rejected_response_id or "").strip():
+                errors.append(FieldError("rejected_response_id", "is required for kind CHOICE"))
+            elif self.rejected_response_id == self.response_id:
+                errors.append(FieldError("rejected_response_id", "must differ from response_id"))
+        return errors
+
+
+@dataclass
+class PreferencePair(AvroRecord):
+    SCHEMA: ClassVar[str] = "PreferencePair"
+    REQUIRED_TEXT: ClassVar[tuple[str, ...]] = ("pair_id", "prompt_id", "chosen_response_id")
+
+    prompt_id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_response_id: str
+    chosen_model_version: str
+    rejected_model_version: str
+    source: PairSource
+    rejected_response_id: str | None = None
+    weight: float = 1.0
+    pair_id: str = ""
+    event_id: str = ""
+    created_at: int = field(default_factory=now_ms)
+    occurred_at: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.source, str) and not isinstance(self.source, PairSource):
+            self.source = PairSource(self.source)
+        if not self.pair_id:
+            self.pair_id = pair_hash(self.prompt, self.chosen, self.rejected)
+        if not self.event_id:
+            self.event_id = self.pair_id
+        if not self.occurred_at:
+            self.occurred_at = self.created_at
+
+
+@dataclass
+class PromotionEvent(AvroRecord):
+    SCHEMA: ClassVar[str] = "PromotionEvent"
+    REQUIRED_TEXT: ClassVar[tuple[str, ...]] = ("candidate_version",)
+
+    candidate_version: str
+    baseline_version: str
+    decision: PromotionDecision
+    traffic_fraction: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    event_id: str = field(default_factory=new_event_id)
+    occurred_at: int = field(default_factory=now_ms)
+
+
+@dataclass
+class TrainingRequest(AvroRecord):
+    SCHEMA: ClassVar[str] = "TrainingRequest"
+    REQUIRED_TEXT: ClassVar[tuple[str, ...]] = ("snapshot_id",)
+
+    snapshot_id: str
+    reason: TriggerReason
+    pair_count: int = 0
+    base_version: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    event_id: str = field(default_factory=new_event_id)
+    occurred_at: int = field(default_factory=now_ms)
+
+
+@dataclass
+class TrainingResult(AvroRecord):
+    SCHEMA: ClassVar[str] = "TrainingResult"
+
+    request_id: str
+    status: TrainingStatus
+    version: str | None = None
+    parent_version: str = ""
+    snapshot_id: str = ""
+    adapter_path: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+    event_id: str = field(default_factory=new_event_id)
+    occurred_at: int = field(default_factory=now_ms)
+
+
+@dataclass
+class DeadLetter(AvroRecord):
+    SCHEMA: ClassVar[str] = "DeadLetter"
+
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    reason: str
+    payload: bytes
+    detail: str = ""
+    event_id: str = field(default_factory=new_event_id)
+    occurred_at: int = field(default_factory=now_ms)
+
+
+RECORD_TYPES: dict[str, type[AvroRecord]] = {
+    cls.SCHEMA: cls for cls in (Response, Action, PreferencePair, PromotionEvent, TrainingRequest, TrainingResult, DeadLetter)
+}
