@@ -1,0 +1,148 @@
+"""Verbs for services, data in and data out: up, down, status, emit, sql, worker, collector, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from prefloop.errors import PrefloopError
+from prefloop.settings import load_settings
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("up", help="start Kafka, Redis, the analytics store, a streams worker and the collector")
+    p.add_argument("--only", metavar="LIST", help="comma-separated subset: kafka,redis,analytics,worker,collector")
+    p.set_defaults(handler=cmd_up)
+
+    p = sub.add_parser("down", help="stop what `up` started (data is kept)")
+    p.add_argument("--purge", action="store_true", help="also delete the prefloop home (all data)")
+    p.set_defaults(handler=cmd_down)
+
+    p = sub.add_parser("status", help="health of each service, topic end offsets, table row counts, trigger progress")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("emit", help="validate a JSON-lines file of events and produce it to Kafka")
+    p.add_argument("file", type=Path, metavar="FILE.jsonl")
+    p.add_argument("--skip-invalid", action="store_true", help="produce the valid lines even if some are bad")
+    p.set_defaults(handler=cmd_emit)
+
+    p = sub.add_parser("sql", help="run a query on the analytics store")
+    p.add_argument("query", metavar='"SELECT …"')
+    p.add_argument("--format", choices=["table", "json", "csv", "tsv"], default="table")
+    p.set_defaults(handler=cmd_sql)
+
+    p = sub.add_parser("worker", help="run one streams worker in the foreground (several may run)")
+    p.set_defaults(handler=cmd_worker)
+
+    p = sub.add_parser("collector", help="run the HTTP collector in the foreground")
+    p.set_defaults(handler=cmd_collector)
+
+    bench = sub.add_parser("bench", help="measure throughput against a baseline in the same run")
+    bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH")
+    bench_sub.required = True
+    from prefloop.bench import ingest
+
+    ingest.add_bench_command(bench_sub)
+    for module in ("streams.bench", "trainer.bench"):
+        try:
+            mod = __import__(module, fromlist=["add_bench_command"])
+        except ImportError:
+            continue
+        mod.add_bench_command(bench_sub)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from prefloop.services.supervisor import up
+
+    settings = load_settings()
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    up(settings, only)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from prefloop.services.supervisor import down
+
+    down(load_settings(), purge=args.purge)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from prefloop.services.supervisor import status
+
+    settings = load_settings()
+    report = status(settings)
+    if args.json:
+        print(json.dumps(asdict(report), indent=2, default=str))
+        return 0 if all(s.healthy for s in report.services if s.pid) else 1
+    print(f"home: {settings.home}")
+    print(f"{'service':<10} {'state':<9} {'pid':>8}")
+    for s in report.services:
+        state = "healthy" if s.healthy else ("unhealthy" if s.pid else "stopped")
+        print(f"{s.name:<10} {state:<9} {s.pid or '-':>8}")
+    if report.topic_offsets:
+        print("\ntopic end offsets (records written)")
+        for topic, n in report.topic_offsets.items():
+            print(f"  {topic:<22} {n:>10}")
+    if report.table_rows:
+        print("\ntable rows")
+        for table, n in report.table_rows.items():
+            print(f"  {table:<22} {n:>10}")
+    if report.trigger:
+        print("\nretraining trigger")
+        for key, value in report.trigger.items():
+            print(f"  {key:<22} {value}")
+    for problem in report.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return 0 if all(s.healthy for s in report.services if s.pid) else 1
+
+
+def cmd_emit(args: argparse.Namespace) -> int:
+    from prefloop.emit import emit_file
+
+    emit_file(load_settings(), args.file, skip_invalid=args.skip_invalid)
+    return 0
+
+
+SQL_FORMATS = {"table": "PrettyCompactMonoBlock", "json": "JSONEachRow", "csv": "CSVWithNames", "tsv": "TSVWithNames"}
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from prefloop.analytics.store import AnalyticsStore, connect, open_embedded
+    from prefloop.services.process import ManagedProcess
+
+    settings = load_settings()
+    store: AnalyticsStore
+    owner = ManagedProcess("analytics", settings.home / "run", settings.home / "logs").pid()
+    if settings.embedded_analytics and owner is None:
+        # Nobody owns the chDB directory: open it here (read and write) for this one query.
+        if not settings.chdb_path.exists():
+            raise PrefloopError(f"no analytics store at {settings.chdb_path}; run `prefloop up` first")
+        store = open_embedded(settings)
+    else:
+        store = connect(settings)
+    try:
+        out = store.raw(args.query, SQL_FORMATS[args.format])
+    finally:
+        store.close()
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    os.execv(sys.executable, [sys.executable, "-m", "streams"])
+    return 0  # pragma: no cover - exec does not return
+
+
+def cmd_collector(args: argparse.Namespace) -> int:
+    from prefloop.collector import run
+
+    run(load_settings())
+    return 0

@@ -1,0 +1,67 @@
+"""Debian's redis-server on loopback, data under the prefloop home (dedup keys, trigger state and lock, routing)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+from prefloop.errors import ServiceError
+from prefloop.services.process import ManagedProcess, wait_until
+from prefloop.settings import Settings
+
+
+def ensure_redis_server(quiet: bool = False) -> str:
+    """Path of redis-server; installs Debian's package with apt-get when missing and we are root."""
+    path = shutil.which("redis-server")
+    if path:
+        return path
+    import os
+
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise ServiceError("redis-server is not installed: run `apt-get install -y redis-server` as root")
+    if not quiet:
+        print("redis-server is missing: installing Debian's redis-server with apt-get…", file=sys.stderr)
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
+        result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        if result.returncode != 0:
+            raise ServiceError(f"`{' '.join(cmd)}` failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+    path = shutil.which("redis-server")
+    if path is None:
+        raise ServiceError("apt-get installed redis-server but it is not on PATH")
+    return path
+
+
+def ping(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+class RedisService:
+    name = "redis"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dir = settings.home / "redis"
+        self.proc = ManagedProcess("redis", settings.home / "run", settings.home / "logs")
+
+    def start(self) -> None:
+        binary = ensure_redis_server()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # Append-only file with fsync every second: dedup keys and the trigger state survive a restart.
+        self.proc.start([
+            binary, "--bind", "127.0.0.1", "--port", str(self.settings.redis_port), "--dir", str(self.dir),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+            "--protected-mode", "yes", "--maxmemory-policy", "noeviction",
+        ])
+        wait_until(self.proc, self.healthy, self.settings.start_timeout_s, "Redis")
+
+    def healthy(self) -> bool:
+        return ping(self.settings.redis_dsn)
+
+    def stop(self) -> bool:
+        return self.proc.stop()
