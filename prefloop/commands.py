@@ -25,6 +25,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_status)
 
+    p = sub.add_parser("init", help="create the contract topics and apply analytics migrations on external services")
+    p.set_defaults(handler=cmd_init)
+
     p = sub.add_parser("emit", help="validate a JSON-lines file of events and produce it to Kafka")
     p.add_argument("file", type=Path, metavar="FILE.jsonl")
     p.add_argument("--skip-invalid", action="store_true", help="produce the valid lines even if some are bad")
@@ -101,6 +104,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     for problem in report.problems:
         print(f"warning: {problem}", file=sys.stderr)
     return 0 if all(s.healthy for s in report.services if s.pid) else 1
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from prefloop.analytics.migrations import migrate
+    from prefloop.analytics.store import connect
+    from prefloop.services.kafka import create_topics
+
+    settings = load_settings()
+    created = asyncio.run(create_topics(settings.bootstrap_servers, settings.topics()))
+    print(f"topics created: {', '.join(created) or 'none (all exist)'}")
+    store = connect(settings)
+    try:
+        applied = migrate(store)
+    finally:
+        store.close()
+    print(f"migrations applied: {', '.join(f'{m.version:04d}_{m.name}' for m in applied) or 'none (up to date)'}")
+    return 0
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
