@@ -119,3 +119,76 @@ def test_sql_error_is_one_line(prefloop_env: Settings) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("prefloop sql: error:") and "Syntax error" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_init_on_running_services_creates_nothing_new(prefloop_env: Settings) -> None:
+    from prefloop.services.supervisor import service_env
+
+    result = run_cli("init", env=service_env(prefloop_env))
+    assert result.returncode == 0, result.stderr
+    assert "topics created: none (all exist)" in result.stdout
+    assert "migrations applied: none (up to date)" in result.stdout
+
+
+def isolated_settings(tmp_path) -> Settings:
+    from prefloop.services.process import free_port
+
+    return Settings(home=tmp_path / "home", redis_port=free_port(), analytics_port=free_port(),
+                    kafka_port=free_port(), kafka_controller_port=free_port(), start_timeout_s=30)
+
+
+def test_up_status_down_purge_lifecycle(tmp_path) -> None:
+    from prefloop.services.supervisor import service_env
+
+    settings = isolated_settings(tmp_path)
+    env = service_env(settings)
+    started = run_cli("up", "--only", "redis,analytics", env=env)
+    assert started.returncode == 0, started.stderr
+    assert "redis up" in started.stdout and "analytics up" in started.stdout
+    pid = int((settings.home / "run" / "redis.pid").read_text())
+    try:
+        status = json.loads(run_cli("status", "--json", env=env).stdout)
+        states = {s["name"]: (s["healthy"], s["pid"]) for s in status["services"]}
+        assert states["redis"] == (True, pid)
+        assert states["kafka"] == (False, None)
+    finally:
+        stopped = run_cli("down", "--purge", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped redis" in stopped.stdout and "stopped analytics" in stopped.stdout
+    from prefloop.services.process import pid_alive
+
+    assert not pid_alive(pid)
+    assert not settings.home.exists()
+    assert "nothing was running" in run_cli("down", env=env).stdout
+
+
+def test_failed_start_reports_the_log_tail(tmp_path) -> None:
+    import socket
+
+    from prefloop.errors import ServiceError
+    from prefloop.services.redis_server import RedisService
+
+    settings = isolated_settings(tmp_path)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", settings.redis_port))
+        squatter.listen()
+        service = RedisService(settings)
+        try:
+            service.start()
+        except ServiceError as exc:
+            message = str(exc)
+        else:
+            service.stop()
+            raise AssertionError("redis started on a port that was taken")
+    assert "Redis exited during start-up" in message
+    assert "Address already in use" in message
+    assert service.proc.pid() is None
+
+
+def test_bad_setting_is_one_line(tmp_path) -> None:
+    import os
+
+    env = {**os.environ, "PREFLOOP_KAFKA_PORT": "ninety", "PREFLOOP_HOME": str(tmp_path)}
+    result = run_cli("status", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == 'prefloop status: error: "PREFLOOP_KAFKA_PORT" should be an integer, got \'ninety\''
