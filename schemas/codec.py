@@ -28,7 +28,9 @@ SCHEMA_DIR = Path(__file__).parent / "avro"
 @dataclass(frozen=True)
 class RegisteredSchema:
     name: str  # full name, e.g. dev.prefloop.events.Response
-    parsed: Any
+    parsed: Any  # for reading and fingerprinting
+    # fastavro re-parses a schema parsed with _write_hint=False on every write; this copy is write-ready.
+    writable: Any
     fingerprint: bytes  # 8 bytes, little-endian, as on the wire
 
     @property
@@ -70,7 +72,9 @@ class SchemaRegistry:
     def _add(self, schema: dict[str, Any]) -> RegisteredSchema:
         parsed = parse_schema(schema, _write_hint=False)
         name = parsed["name"]
-        entry = RegisteredSchema(name=name, parsed=parsed, fingerprint=schema_fingerprint(parsed))
+        entry = RegisteredSchema(
+            name=name, parsed=parsed, writable=parse_schema(schema), fingerprint=schema_fingerprint(parsed)
+        )
         self._by_fingerprint[entry.fingerprint] = entry
         return entry
 
@@ -88,7 +92,7 @@ class SchemaRegistry:
         buf = io.BytesIO()
         buf.write(MARKER)
         buf.write(entry.fingerprint)
-        schemaless_writer(buf, entry.parsed, record)
+        schemaless_writer(buf, entry.writable, record)
         return buf.getvalue()
 
     def decode(self, data: bytes, expect: str | None = None) -> tuple[str, dict[str, Any]]:

@@ -170,8 +170,8 @@ def test_failed_start_reports_the_log_tail(tmp_path) -> None:
 
     settings = isolated_settings(tmp_path)
     with socket.socket() as squatter:
+        # Bound but not listening: the pre-start port check passes, redis-server's own bind fails.
         squatter.bind(("127.0.0.1", settings.redis_port))
-        squatter.listen()
         service = RedisService(settings)
         try:
             service.start()
@@ -192,3 +192,27 @@ def test_bad_setting_is_one_line(tmp_path) -> None:
     result = run_cli("status", env=env)
     assert result.returncode == 2
     assert result.stderr.strip() == 'prefloop status: error: "PREFLOOP_KAFKA_PORT" should be an integer, got \'ninety\''
+
+
+def test_port_held_by_another_process_is_refused_before_start(tmp_path) -> None:
+    import socket
+
+    from prefloop.errors import ServiceError
+    from prefloop.services.redis_server import RedisService
+
+    settings = isolated_settings(tmp_path)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", settings.redis_port))
+        squatter.listen()
+        service = RedisService(settings)
+        try:
+            service.start()
+        except ServiceError as exc:
+            message = str(exc)
+        else:
+            service.stop()
+            raise AssertionError("started a service whose port answers for another process")
+    assert message == (
+        f"port {settings.redis_port} for Redis is already in use by another process; stop it or set PREFLOOP_REDIS_PORT"
+    )
+    assert service.proc.pid() is None

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from prefloop.errors import ServiceError
-from prefloop.services.process import ManagedProcess, port_open, wait_until
+from prefloop.services.process import ManagedProcess, ensure_port_free, port_open, wait_until
 from prefloop.settings import Settings, TopicSpec
 
 DIST_DIR = Path(__file__).parent / "kafka_dist"
@@ -94,6 +94,8 @@ class KafkaService:
 
     def start(self) -> None:
         libs = ensure_jars(self.settings)
+        ensure_port_free(self.settings.kafka_port, "Kafka", "kafka_port")
+        ensure_port_free(self.settings.kafka_controller_port, "the Kafka controller", "kafka_controller_port")
         self.dir.mkdir(parents=True, exist_ok=True)
         props = self.dir / "server.properties"
         props.write_text(server_properties(self.settings))

@@ -106,6 +106,13 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def ensure_port_free(port: int, what: str, setting: str) -> None:
+    if port_open(port):
+        raise ServiceError(
+            f"port {port} for {what} is already in use by another process; stop it or set PREFLOOP_{setting.upper()}"
+        )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -116,9 +123,10 @@ def wait_until(proc: ManagedProcess, ready: Callable[[], bool], timeout_s: float
     """Poll `ready` until it is true; fail with the log's last lines if the process dies or time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if ready():
-            return
+        # Liveness first: a port answered by somebody else's process must not count as ours being ready.
         if proc.pid() is None:
             raise ServiceError(f"{what} exited during start-up; last lines of {proc.log_file}:\n{proc.log_tail()}")
+        if ready():
+            return
         time.sleep(0.2)
     raise ServiceError(f"{what} not ready after {timeout_s:.0f}s; last lines of {proc.log_file}:\n{proc.log_tail()}")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from prefloop.errors import ServiceError
-from prefloop.services.process import ManagedProcess, wait_until
+from prefloop.services.process import ManagedProcess, ensure_port_free, wait_until
 from prefloop.settings import Settings
 
 
@@ -51,6 +51,7 @@ class RedisService:
 
     def start(self) -> None:
         binary = ensure_redis_server()
+        ensure_port_free(self.settings.redis_port, "Redis", "redis_port")
         self.dir.mkdir(parents=True, exist_ok=True)
         # Append-only file with fsync every second: dedup keys and the trigger state survive a restart.
         self.proc.start([

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from prefloop.errors import ServiceError
 from prefloop.services.kafka import KafkaService
-from prefloop.services.process import ManagedProcess, pid_alive, port_open, wait_until
+from prefloop.services.process import ManagedProcess, ensure_port_free, pid_alive, port_open, wait_until
 from prefloop.services.redis_server import RedisService
 from prefloop.settings import Settings
 
@@ -42,6 +42,9 @@ def service_env(settings: Settings) -> dict[str, str]:
 class PythonService:
     """A prefloop component run as `python -m MODULE`, with a readiness check."""
 
+    # (port, setting name) the service binds, checked free before start; None for workers.
+    port: tuple[int, str] | None = None
+
     def __init__(self, settings: Settings, name: str, module: str, args: list[str] | None = None) -> None:
         self.settings = settings
         self.name = name
@@ -50,6 +53,8 @@ class PythonService:
         self.proc = ManagedProcess(name, settings.home / "run", settings.home / "logs")
 
     def start(self) -> None:
+        if self.port:
+            ensure_port_free(self.port[0], self.name, self.port[1])
         self.proc.start([sys.executable, "-m", self.module, *self.args], env=service_env(self.settings))
         wait_until(self.proc, self.healthy, self.settings.start_timeout_s, self.name)
 
@@ -63,6 +68,7 @@ class PythonService:
 class AnalyticsService(PythonService):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, "analytics", "prefloop.analytics.gateway", ["--port", str(settings.analytics_port)])
+        self.port = (settings.analytics_port, "analytics_port")
 
     def healthy(self) -> bool:
         from prefloop.analytics.store import GatewayStore
@@ -73,6 +79,7 @@ class AnalyticsService(PythonService):
 class CollectorService(PythonService):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, "collector", "prefloop.collector")
+        self.port = (settings.collector_port, "collector_port")
 
     def healthy(self) -> bool:
         return port_open(self.settings.collector_port, self.settings.collector_host)

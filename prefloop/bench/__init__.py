@@ -1,0 +1,1 @@
+"""`prefloop bench …`: benchmarks run against the services `prefloop up` started."""

@@ -1,0 +1,139 @@
+"""The HTTP collector: the same events as the SDK, for apps not written in Python.
+
+    POST /v1/events   one event object, a JSON array of them, or {"events": [...]}
+    GET  /healthz
+
+Every event of a request is validated before any is produced; a request with one bad
+event produces nothing and answers 400 with every bad field of every bad event. An
+accepted request is answered 202 only after Kafka acknowledged all of its events; if
+Kafka does not, 503 (the client may retry: resending the same `event_id`s is safe,
+downstream deduplicates on them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from prefloop.errors import ValidationError
+from prefloop.sdk.client import FeedbackClient
+from prefloop.sdk.events import parse_event
+from prefloop.sdk.exceptions import ClientClosedError, DeliveryError, KafkaUnavailableError
+from prefloop.settings import Settings, load_settings
+
+log = logging.getLogger("prefloop.collector")
+
+CLIENT_KEY: web.AppKey[FeedbackClient] = web.AppKey("client", FeedbackClient)
+SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("settings", Settings)
+
+
+def error_response(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error the collector answers is JSON: {"error": "..."} (plus per-event "errors" for 400s)."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return _too_large(request.app[SETTINGS_KEY].collector_max_body_bytes)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason)
+
+
+def _too_large(limit: int) -> web.Response:
+    return error_response(413, f"request body is larger than the collector's limit of {limit} bytes; send smaller batches")
+
+
+def _events_of(body: Any) -> list[Any] | None:
+    """The list of events a body carries, or None when its shape is wrong."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict):
+        if "events" in body and "type" not in body:
+            events = body["events"]
+            return events if isinstance(events, list) and len(body) == 1 else None
+        return [body]
+    return None
+
+
+async def post_events(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    limit = settings.collector_max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return _too_large(limit)
+    raw = await request.read()  # aiohttp enforces client_max_size on chunked bodies too
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return error_response(400, f"request body is not valid JSON: {exc}")
+    events = _events_of(body)
+    if events is None:
+        return error_response(400, 'body should be an event object, a JSON array of events, or {"events": [...]}')
+    if not events:
+        return error_response(400, "no events in the request")
+
+    records = []
+    errors = []
+    for index, event in enumerate(events):
+        try:
+            records.append(parse_event(event))
+        except ValidationError as exc:
+            errors.extend({"index": index, "field": e.field or None, "message": e.message} for e in exc.errors)
+    if errors:
+        bad = len({e["index"] for e in errors})
+        return error_response(400, f"{bad} of {len(events)} event(s) are invalid; none was accepted", errors=errors)
+
+    client = request.app[CLIENT_KEY]
+    try:
+        await client.send_many(records)
+    except (DeliveryError, KafkaUnavailableError, ClientClosedError) as exc:
+        log.warning("answering 503: %s", exc)
+        return error_response(503, f"events not accepted, Kafka is unavailable: {exc}")
+    return web.json_response({"accepted": len(records), "event_ids": [r.event_id for r in records]}, status=202)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    client = request.app[CLIENT_KEY]
+    if client.closed:
+        return error_response(503, "the collector's Kafka producer is closed")
+    return web.json_response({"status": "ok", "kafka": client.bootstrap_servers, "connected": client.started})
+
+
+def create_app(settings: Settings, client: FeedbackClient) -> web.Application:
+    """The collector's aiohttp application. It starts `client` on start-up; the caller owns closing it."""
+    app = web.Application(client_max_size=settings.collector_max_body_bytes, middlewares=[json_errors])
+    app[SETTINGS_KEY] = settings
+    app[CLIENT_KEY] = client
+
+    async def start_client(app: web.Application) -> None:
+        await app[CLIENT_KEY].start()
+
+    app.on_startup.append(start_client)
+    app.router.add_post("/v1/events", post_events)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def run(settings: Settings | None = None) -> None:
+    """Serve the collector on settings.collector_host:collector_port until SIGINT/SIGTERM; flushes on exit."""
+    settings = settings if settings is not None else load_settings()
+
+    async def build() -> web.Application:
+        client = FeedbackClient(settings)
+        app = create_app(settings, client)
+
+        async def close_client(_: web.Application) -> None:
+            await client.close()
+
+        app.on_cleanup.append(close_client)
+        return app
+
+    log.info("collector listening on %s, producing to Kafka at %s", settings.collector_url, settings.bootstrap_servers)
+    web.run_app(build(), host=settings.collector_host, port=settings.collector_port, print=None, access_log=None)

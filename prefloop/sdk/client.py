@@ -1,0 +1,321 @@
+"""`FeedbackClient`: the async app SDK that records responses and users' actions on Kafka.
+
+Events are typed records (schemas.records), validated before anything is sent,
+encoded as Avro single-object bytes and produced by one idempotent aiokafka
+producer (acks=all) that batches per partition. Responses are keyed by
+`prompt_id` and actions by `response_id`: the stream join relies on both keys.
+
+`send()` returns once the event is buffered; delivery failures are counted and
+raised by the next `flush()` or `close()`. `send_many()` waits for Kafka to
+acknowledge every event of its batch, for callers that must answer for them
+(the HTTP collector).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
+
+from prefloop import topics
+from prefloop.sdk.config import ClientSettings
+from prefloop.sdk.exceptions import ClientClosedError, DeliveryError, KafkaUnavailableError
+from prefloop.settings import Settings, load_settings
+from schemas import encode
+from schemas.codec import SchemaRegistry, default_registry
+from schemas.records import Action, ActionKind, AvroRecord, Response, new_event_id
+
+log = logging.getLogger("prefloop.sdk")
+
+R = TypeVar("R", bound=AvroRecord)
+
+CHECK_EVERY = 1024  # sends between bulk checks of delivery futures
+
+
+@dataclass(frozen=True)
+class Route:
+    topic: str
+    key: Callable[[Any], str]
+
+
+class FeedbackClient:
+    """Async producer of Response and Action events. Use as `async with FeedbackClient() as client:`.
+
+    Producer knobs come from `[sdk]` in the config file / `PREFLOOP_SDK_*` (see ClientSettings);
+    constructor arguments override them. The topics default to the contract's; tests and the
+    ingest benchmark point them elsewhere.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        bootstrap_servers: str | None = None,
+        linger_ms: int | None = None,
+        max_batch_size: int | None = None,
+        compression_type: str | None = None,
+        request_timeout_ms: int | None = None,
+        delivery_timeout_s: float | None = None,
+        client_id: str | None = None,
+        responses_topic: str = topics.RESPONSES,
+        actions_topic: str = topics.ACTIONS,
+        registry: SchemaRegistry | None = None,
+    ) -> None:
+        settings = settings if settings is not None else load_settings()
+        overrides = {
+            "linger_ms": linger_ms,
+            "max_batch_size": max_batch_size,
+            "compression_type": compression_type,
+            "request_timeout_ms": request_timeout_ms,
+            "delivery_timeout_s": delivery_timeout_s,
+            "client_id": client_id,
+        }
+        base = settings.section(ClientSettings, "sdk")
+        # replace() runs ClientSettings' checks again on the overridden values.
+        self.config = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        self.bootstrap_servers = bootstrap_servers or settings.bootstrap_servers
+        self._registry = registry or default_registry()
+        self._routes: dict[type, Route] = {
+            Response: Route(responses_topic, attrgetter("prompt_id")),
+            Action: Route(actions_topic, attrgetter("response_id")),
+        }
+        self._producer: AIOKafkaProducer | None = None
+        self._start_lock: asyncio.Lock | None = None
+        self._closed = False
+        # Delivery futures of send(); checked in bulk every `_check_at` sends rather than by one
+        # done-callback per event, which costs a loop callback per event on the hot path.
+        self._inflight: list[asyncio.Future] = []
+        self._check_at = CHECK_EVERY
+        self._failed = 0
+        self._first_failure: BaseException | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None and not self._closed
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def producer_options(self) -> dict[str, Any]:
+        """The exact aiokafka producer configuration this client uses."""
+        return {"bootstrap_servers": self.bootstrap_servers, **self.config.producer_options()}
+
+    async def start(self) -> None:
+        """Connect to Kafka. Sending starts the client on first use, so calling this is optional."""
+        await self._ensure_started()
+
+    async def _ensure_started(self) -> AIOKafkaProducer:
+        if self._closed:
+            raise ClientClosedError("this FeedbackClient is closed; create a new one to send more events")
+        if self._producer is not None:
+            return self._producer
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._closed:
+                raise ClientClosedError("this FeedbackClient is closed; create a new one to send more events")
+            if self._producer is None:
+                producer = AIOKafkaProducer(**self.producer_options())
+                try:
+                    await producer.start()
+                except Exception as exc:
+                    await producer.stop()
+                    raise KafkaUnavailableError(
+                        f"cannot connect to Kafka at {self.bootstrap_servers} ({type(exc).__name__}: {exc}); "
+                        "is `prefloop up` running, or is PREFLOOP_KAFKA_BOOTSTRAP right?"
+                    ) from exc
+                self._producer = producer
+        return self._producer
+
+    async def flush(self) -> None:
+        """Wait until Kafka acknowledged every event sent so far; raise DeliveryError if any failed."""
+        await self._flush(self._producer)
+
+    async def _flush(self, producer: AIOKafkaProducer | None) -> None:
+        if producer is not None:
+            await self._await_delivery(_send_now_and_wait(producer))
+        if self._inflight:
+            await self._await_delivery(asyncio.gather(*self._inflight, return_exceptions=True))
+        self._check_inflight()
+        if self._failed:
+            failed, first = self._failed, self._first_failure
+            self._failed, self._first_failure = 0, None
+            raise DeliveryError(
+                f"Kafka did not acknowledge {failed} event(s): {type(first).__name__}: {first}", failed=failed
+            )
+
+    async def _await_delivery(self, awaitable: Any) -> None:
+        try:
+            await asyncio.wait_for(awaitable, self.config.delivery_timeout_s)
+        except asyncio.TimeoutError:
+            raise DeliveryError(
+                f"timed out after {self.config.delivery_timeout_s:g}s waiting for Kafka at {self.bootstrap_servers} "
+                f"to acknowledge {len(self._inflight)} event(s)",
+                failed=len(self._inflight),
+            ) from None
+
+    async def close(self) -> None:
+        """Flush buffered events, then disconnect. Idempotent; raises DeliveryError if events were lost."""
+        if self._closed:
+            return
+        self._closed = True
+        # From here on send() finds no producer and raises ClientClosedError.
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            await self._flush(producer)
+        finally:
+            await producer.stop()
+
+    async def __aenter__(self) -> "FeedbackClient":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    # -- events ------------------------------------------------------------------------
+
+    async def response(
+        self,
+        *,
+        prompt: str,
+        response: str,
+        model_version: str,
+        response_id: str | None = None,
+        prompt_id: str | None = None,
+        user_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Response:
+        """Record a response shown to a user. A missing response_id is generated; a missing
+        prompt_id is a hash of the normalised prompt, so regenerations group together."""
+        record = Response(
+            response_id=new_event_id() if response_id is None else response_id,
+            prompt=prompt,
+            response=response,
+            model_version=model_version,
+            prompt_id=prompt_id or "",
+            user_id=user_id,
+            tags={} if tags is None else dict(tags) if isinstance(tags, Mapping) else tags,  # type: ignore[arg-type]
+        )
+        return await self.send(record)
+
+    async def action(
+        self,
+        *,
+        response_id: str,
+        kind: ActionKind | str,
+        rating: int | None = None,
+        edited_text: str | None = None,
+        rejected_response_id: str | None = None,
+        user_id: str | None = None,
+    ) -> Action:
+        """Record a user's action on a response (THUMBS_UP, THUMBS_DOWN, RATING, EDIT, ACCEPT, CHOICE)."""
+        record = Action(
+            response_id=response_id,
+            kind=kind,  # type: ignore[arg-type]  # a str is coerced by Action, a bad one reported by validate()
+            rating=rating,
+            edited_text=edited_text,
+            rejected_response_id=rejected_response_id,
+            user_id=user_id,
+        )
+        return await self.send(record)
+
+    async def send(self, record: R) -> R:
+        """Validate, encode and buffer one prebuilt Response or Action; returns it once buffered."""
+        topic, key, value = self._prepare(record)
+        producer = self._producer or await self._ensure_started()
+        try:
+            fut = await producer.send(topic, value, key=key)
+        except KafkaError as exc:
+            raise self._send_error(topic, exc) from exc
+        inflight = self._inflight
+        inflight.append(fut)
+        if len(inflight) >= self._check_at:
+            self._check_inflight()
+        return record
+
+    async def send_many(self, records: Iterable[AvroRecord]) -> list[RecordMetadata]:
+        """Validate and encode every record first (nothing is sent if one is bad), then send them
+        all and wait for Kafka to acknowledge each; raises DeliveryError otherwise. The wait
+        includes up to `linger_ms`, the time a batch may wait for more events."""
+        prepared = [self._prepare(record) for record in records]
+        producer = self._producer or await self._ensure_started()
+        futures = [await self._produce(producer, topic, key, value) for topic, key, value in prepared]
+        if not futures:
+            return []
+        done, pending = await asyncio.wait(futures, timeout=self.config.delivery_timeout_s)
+        for fut in pending:  # retrieve their outcome later, so no "exception never retrieved" noise
+            fut.add_done_callback(_consume_outcome)
+        if pending:
+            raise DeliveryError(
+                f"timed out after {self.config.delivery_timeout_s:g}s waiting for Kafka at {self.bootstrap_servers} "
+                f"to acknowledge {len(pending)} of {len(futures)} event(s)",
+                failed=len(pending),
+            )
+        errors = [fut.exception() for fut in futures if fut.exception() is not None]
+        if errors:
+            raise DeliveryError(
+                f"Kafka did not acknowledge {len(errors)} of {len(futures)} event(s): "
+                f"{type(errors[0]).__name__}: {errors[0]}",
+                failed=len(errors),
+            )
+        return [fut.result() for fut in futures]
+
+    def _prepare(self, record: AvroRecord) -> tuple[str, bytes, bytes]:
+        route = self._routes.get(type(record))
+        if route is None:
+            raise TypeError(f"FeedbackClient sends Response and Action records, got {type(record).__name__}")
+        record.validate()
+        return route.topic, route.key(record).encode(), encode(record, self._registry)
+
+    async def _produce(self, producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> asyncio.Future:
+        try:
+            return await producer.send(topic, value, key=key)
+        except KafkaError as exc:
+            raise self._send_error(topic, exc) from exc
+
+    def _send_error(self, topic: str, exc: Exception) -> DeliveryError:
+        return DeliveryError(f"cannot send to topic {topic!r} on Kafka at {self.bootstrap_servers}: {type(exc).__name__}: {exc}")
+
+    def _check_inflight(self) -> None:
+        """Drop delivered futures, counting failures for the next flush(); amortised O(1) per send."""
+        still = []
+        for fut in self._inflight:
+            if not fut.done():
+                still.append(fut)
+            elif not fut.cancelled() and (exc := fut.exception()) is not None:
+                self._failed += 1
+                if self._first_failure is None:
+                    self._first_failure = exc
+                    log.warning("Kafka did not acknowledge an event: %s: %s", type(exc).__name__, exc)
+        self._inflight = still
+        self._check_at = max(CHECK_EVERY, 2 * len(still))
+
+
+async def _send_now_and_wait(producer: AIOKafkaProducer) -> None:
+    """Send lingering batches at once and wait for them, as Java's KafkaProducer.flush() does.
+
+    aiokafka's public flush() waits out each batch's linger_ms first; its accumulator's
+    flush_for_commit() (what its transactions use) closes the open batches so the sender
+    takes them now. aiokafka is pinned; should that internal go, the public flush() is used.
+    """
+    accumulator = getattr(producer, "_message_accumulator", None)
+    flush_now = getattr(accumulator, "flush_for_commit", None)
+    await (flush_now() if flush_now is not None else producer.flush())
+
+
+def _consume_outcome(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
