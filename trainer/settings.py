@@ -88,6 +88,9 @@ class TrainerSettings:
     # Recompute activations in the backward pass: saves memory at ~20% more time. Off by default
     # because a 135M model with LoRA fits easily; turn on for larger models or long sequences.
     gradient_checkpointing: bool = False
+    # torch intra-op threads on CPU; 0 keeps torch's default (one per core). Tiny models train
+    # faster on 1 thread, where thread hand-offs cost more than the matrix products.
+    cpu_threads: int = 0
     # Pairs per reference forward pass when filling the reference log-prob cache (no gradients, so
     # it can be larger than `batch_size`).
     ref_batch_size: int = 16
@@ -120,6 +123,8 @@ class TrainerSettings:
             raise ConfigError(f'"lora_dropout" should be in [0, 1), got {self.lora_dropout}')
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f'"warmup_ratio" should be in [0, 1), got {self.warmup_ratio}')
+        if self.cpu_threads < 0:
+            raise ConfigError(f'"cpu_threads" should be 0 (torch default) or more, got {self.cpu_threads}')
         if self.min_heldout_pairs < 0 or self.job_retries < 0 or self.retry_backoff_s < 0:
             raise ConfigError(
                 '"min_heldout_pairs", "job_retries" and "retry_backoff_s" should not be negative, got '

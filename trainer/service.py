@@ -1,0 +1,283 @@
+"""The trainer service: consume `training.requests`, run ONE job at a time, publish `training.results`.
+
+Each request runs `python -m trainer.job` as a subprocess in its own process group, with a wall
+clock limit (`job_timeout_s`). Exit 0 with a result file → the adapter is registered as a candidate
+and SUCCEEDED is published with the new version and metrics. A crash, a kill (OOM killer: SIGKILL)
+or a timeout → FAILED with the reason, no registry version; crashes and timeouts are retried with
+exponential back-off (`job_retries`, `retry_backoff_s`), bad input (exit 2) is not. Whatever the
+outcome, the trigger lock in Redis (`TRIGGER_LOCK_KEY`, set by the streams trigger when it asks for
+a run) is released so the next trigger can fire.
+
+`handle_request(req, settings, publish)` is the whole per-request logic and needs no Kafka;
+`run_service(settings)` wraps it in an aiokafka consumer/producer loop. A request whose result is
+already on disk (redelivery after a restart) republishes that result instead of training again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schemas import TrainingRequest, TrainingResult, TrainingStatus
+from trainer.job import EXIT_BAD_INPUT
+from trainer.registry import ModelRegistry
+from trainer.settings import TrainerSettings, load_trainer_settings
+
+# Redis key of the threshold trigger's lock; the streams trigger sets it (SET NX) when it publishes a
+# TrainingRequest, the trainer deletes it when the job is over, whatever its outcome.
+TRIGGER_LOCK_KEY = "prefloop:trigger:lock"
+
+Publish = Callable[[TrainingResult], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    ok: bool
+    retryable: bool
+    reason: str
+    result: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:128] or "request"
+
+
+def runs_root(settings: Any) -> Path:
+    return Path(settings.home) / "runs"
+
+
+def _log_tail(path: Path, lines: int = 1) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return ""
+    meaningful = [line.strip() for line in text if line.strip()]
+    return " | ".join(meaningful[-lines:])
+
+
+async def run_job(
+    req: TrainingRequest, attempt_dir: Path, settings: Any, trainer_settings: TrainerSettings, env: dict[str, str] | None = None
+) -> JobOutcome:
+    """Run one `trainer.job` subprocess for `req` in `attempt_dir`; never raises for a job failure."""
+    import dataclasses
+
+    attempt_dir.mkdir(parents=True, exist_ok=True)
+    result_file = attempt_dir / "result.json"
+    log_file = attempt_dir / "job.log"
+    settings_file = attempt_dir / "trainer-settings.json"
+    settings_file.write_text(json.dumps(dataclasses.asdict(trainer_settings), indent=2) + "\n")
+    argv = [sys.executable, "-m", "trainer.job", "--snapshot", req.snapshot_id, "--output", str(attempt_dir / "adapter"),
+            "--result", str(result_file), "--home", str(settings.home), "--cache-dir", str(settings.cache_dir),
+            "--trainer-settings", str(settings_file)]
+    started = time.monotonic()
+    with open(log_file, "wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=log, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, **(env or {})},
+        )
+    (attempt_dir / "job.pid").write_text(f"{proc.pid}\n")
+    timed_out = False
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=trainer_settings.job_timeout_s)
+    except asyncio.TimeoutError:
+        timed_out = True
+    except asyncio.CancelledError:
+        _kill_group(proc.pid)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(proc.wait())
+        raise
+    if timed_out:
+        _kill_group(proc.pid)
+        await proc.wait()
+    seconds = time.monotonic() - started
+    rc = proc.returncode
+    if timed_out:
+        return JobOutcome(False, True, f"training job exceeded job_timeout_s={trainer_settings.job_timeout_s:g}s and was killed", seconds=seconds)
+    if rc is not None and rc < 0:
+        name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+        hint = " (out of memory?)" if -rc == signal.SIGKILL else ""
+        return JobOutcome(False, True, f"training job was killed by {name}{hint} after {seconds:.0f}s", seconds=seconds)
+    if rc != 0:
+        tail = _log_tail(log_file) or "no output"
+        retryable = rc != EXIT_BAD_INPUT
+        return JobOutcome(False, retryable, f"training job exited with code {rc}: {tail}", seconds=seconds)
+    try:
+        result = json.loads(result_file.read_text())
+    except (FileNotFoundError, ValueError) as exc:
+        return JobOutcome(False, True, f"training job exited 0 but left no readable result ({type(exc).__name__})", seconds=seconds)
+    return JobOutcome(True, False, "", result=result, seconds=seconds)
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def release_trigger_lock(settings: Any, timeout_s: float = 1.0) -> bool:
+    """Delete the trigger lock in Redis; False (with one warning line) when Redis is not reachable."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(settings.redis_dsn, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+        try:
+            client.delete(TRIGGER_LOCK_KEY)
+        finally:
+            client.close()
+        return True
+    except Exception as exc:  # noqa: BLE001 - the result must still be published
+        detail = " ".join(str(exc).split())[:160]
+        print(f"prefloop trainer: warning: could not release {TRIGGER_LOCK_KEY} in Redis ({type(exc).__name__}: {detail})",
+              file=sys.stderr)
+        return False
+
+
+async def handle_request(
+    req: TrainingRequest,
+    settings: Any,
+    publish: Publish,
+    *,
+    trainer_settings: TrainerSettings | None = None,
+    registry: ModelRegistry | None = None,
+    release_lock: Callable[[], Any] | None = None,
+    job_env: dict[str, str] | None = None,
+) -> TrainingResult:
+    """Run the job for one request (with retries), register a SUCCEEDED adapter, release the trigger
+    lock, publish the result and return it."""
+    trainer_settings = trainer_settings or load_trainer_settings(settings)
+    if registry is None:
+        from trainer.mirror import open_registry
+
+        registry = open_registry(settings)
+    request_dir = runs_root(settings) / _safe_name(req.event_id)
+    done_file = request_dir / "result.json"
+    try:
+        if done_file.is_file():
+            result = TrainingResult.from_json(json.loads(done_file.read_text()))
+        else:
+            result = await _train_with_retries(req, request_dir, settings, trainer_settings, registry, job_env)
+            from trainer.fsutil import atomic_write_json
+
+            atomic_write_json(done_file, _result_json(result))
+    finally:
+        await asyncio.to_thread(release_lock or (lambda: release_trigger_lock(settings)))
+    await publish(result)
+    return result
+
+
+def _result_json(result: TrainingResult) -> dict[str, Any]:
+    data = result.to_avro()
+    data["metrics"] = {k: v for k, v in data["metrics"].items() if v == v}  # drop NaN
+    return data
+
+
+async def _train_with_retries(
+    req: TrainingRequest, request_dir: Path, settings: Any, trainer_settings: TrainerSettings, registry: ModelRegistry,
+    job_env: dict[str, str] | None,
+) -> TrainingResult:
+    reasons: list[str] = []
+    attempts = trainer_settings.job_retries + 1
+    for attempt in range(1, attempts + 1):
+        outcome = await run_job(req, request_dir / f"attempt-{attempt}", settings, trainer_settings, job_env)
+        if outcome.ok:
+            return _register(req, outcome, trainer_settings, registry)
+        reasons.append(f"attempt {attempt}: {outcome.reason}")
+        if not outcome.retryable or attempt == attempts:
+            break
+        await asyncio.sleep(trainer_settings.retry_backoff_s * 2 ** (attempt - 1))
+    return TrainingResult(
+        request_id=req.event_id,
+        status=TrainingStatus.FAILED,
+        snapshot_id=req.snapshot_id,
+        reason="; ".join(reasons)[:2000],
+    )
+
+
+def _register(req: TrainingRequest, outcome: JobOutcome, trainer_settings: TrainerSettings, registry: ModelRegistry) -> TrainingResult:
+    result = outcome.result or {}
+    metrics = {k: float(v) for k, v in result.get("metrics", {}).items() if v == v}
+    known = {v.version for v in registry.versions()}
+    record = registry.register_candidate(
+        adapter_path=result["adapter_path"],
+        base_model=result.get("base_model", trainer_settings.base_model),
+        snapshot_id=result.get("snapshot_id", req.snapshot_id),
+        metrics=metrics,
+        parent_version=req.base_version if req.base_version in known else None,
+    )
+    return TrainingResult(
+        request_id=req.event_id,
+        status=TrainingStatus.SUCCEEDED,
+        version=record.version,
+        parent_version=record.parent_version,
+        snapshot_id=record.snapshot_id,
+        adapter_path=record.adapter_path,
+        metrics=metrics,
+    )
+
+
+async def run_service(settings: Any, once: bool = False, stop: asyncio.Event | None = None) -> None:
+    """Consume training.requests forever (or one request with `once`), one job at a time."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from prefloop import topics
+    from prefloop.errors import DecodeError, ValidationError
+    from schemas import decode, encode
+    from trainer.mirror import open_registry
+
+    trainer_settings = load_trainer_settings(settings)
+    registry = open_registry(settings)
+    # A job may legitimately hold the consumer for job_timeout_s per attempt plus back-off.
+    attempts = trainer_settings.job_retries + 1
+    busy_s = trainer_settings.job_timeout_s * attempts + trainer_settings.retry_backoff_s * (2 ** attempts) + 300
+    consumer = AIOKafkaConsumer(
+        topics.TRAINING_REQUESTS,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=trainer_settings.consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=1,
+        max_poll_interval_ms=int(busy_s * 1000),
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        await producer.stop()
+        raise
+
+    async def publish(result: TrainingResult) -> None:
+        await producer.send_and_wait(topics.TRAINING_RESULTS, encode(result), key=result.request_id.encode())
+
+    print(f"prefloop trainer: consuming {topics.TRAINING_REQUESTS} at {settings.bootstrap_servers}", file=sys.stderr, flush=True)
+    try:
+        while stop is None or not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=1000, max_records=1)
+            for _tp, messages in batch.items():
+                for message in messages:
+                    try:
+                        req = decode(message.value, expect=TrainingRequest)
+                    except (DecodeError, ValidationError) as exc:
+                        print(f"prefloop trainer: skipped an undecodable request at offset {message.offset}: {exc}", file=sys.stderr)
+                    else:
+                        print(f"prefloop trainer: request {req.event_id} (snapshot {req.snapshot_id}, {req.reason.value})",
+                              file=sys.stderr, flush=True)
+                        result = await handle_request(req, settings, publish, trainer_settings=trainer_settings, registry=registry)
+                        print(f"prefloop trainer: request {req.event_id} {result.status.value} "
+                              f"{result.version or result.reason}", file=sys.stderr, flush=True)
+                    await consumer.commit()
+                    if once:
+                        return
+    finally:
+        await consumer.stop()
+        await producer.stop()
