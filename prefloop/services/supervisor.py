@@ -16,7 +16,7 @@ from prefloop.services.process import ManagedProcess, ensure_port_free, pid_aliv
 from prefloop.services.redis_server import RedisService
 from prefloop.settings import Settings
 
-ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector")
+ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer")
 
 
 class Service(Protocol):
@@ -94,12 +94,30 @@ class WorkerService(PythonService):
         return pid is not None and (self.settings.home / "run" / f"worker-{pid}.ready").exists()
 
 
+class TrainerService(PythonService):
+    """The training service: consumes training.requests and runs one DPO job at a time."""
+
+    READY_LINE = "prefloop trainer: consuming"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, "trainer", "prefloop.cli", ["trainer"])
+
+    def healthy(self) -> bool:
+        # Ready once this run (the text after the last start header) says it is consuming.
+        try:
+            text = self.proc.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+        return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
+
+
 def build_services(settings: Settings) -> dict[str, Service]:
     services: dict[str, Service] = {"kafka": KafkaService(settings), "redis": RedisService(settings)}
     if settings.embedded_analytics:
         services["analytics"] = AnalyticsService(settings)
     services["worker"] = WorkerService(settings)
     services["collector"] = CollectorService(settings)
+    services["trainer"] = TrainerService(settings)
     return services
 
 

@@ -1,0 +1,418 @@
+"""`prefloop bench streams`: events/s through the streams pipeline and action-to-pair latency,
+next to a raw aiokafka consume->produce passthrough of the same events in the same run.
+
+The pipeline reads and writes the contract topics, Redis keys and analytics tables, so the
+bench never runs on the services `prefloop up` started (it would mix bench pairs into real
+ones). It starts its own Kafka, Redis and chDB analytics service on free loopback ports in a
+temporary home, by the same code as `prefloop up`, and stops them at the end.
+
+1. Preload N mixed events (responses, then EDIT/CHOICE/THUMBS/RATING/ACCEPT actions and some
+   re-deliveries) into feedback.responses / feedback.actions.
+2. Passthrough: one aiokafka consumer (group, both topics) produces every event unchanged to
+   a scratch topic; clock from the first record to the last ack.
+3. Pipeline: start `--workers` `python -m streams` processes; clock from the moment they are
+   ready until every expected pair is on feedback.pairs and every input offset is committed.
+4. Latency: a paced run at `--latency-rate` events/s; latency = the pair record's Kafka
+   timestamp minus its action's produce time (`created_at`), p50 and p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from prefloop import topics
+from prefloop.settings import Settings
+from schemas import Action, ActionKind, AvroRecord, Response, decode, encode, pair_hash
+from streams.pairing.group import PromptGroup, RuleSettings
+from streams.pairing.quality import QualityRules
+from streams.settings import StreamsSettings
+
+PASSTHROUGH_TOPIC = "bench.passthrough"
+
+
+# --- workload ------------------------------------------------------------------------------------------
+@dataclass
+class Workload:
+    records: list[AvroRecord] = field(default_factory=list)
+    expected_pairs: set[str] = field(default_factory=set)
+
+
+def workload(n_events: int, tag: str, rules: RuleSettings, quality: QualityRules) -> Workload:
+    """About n_events events in prompt groups of 4 responses and 9 actions (one re-delivered)."""
+    w = Workload()
+    groups: list[tuple[list[Response], list[Action]]] = []
+    for g in range(max(1, n_events // 13)):
+        prompt = f"[{tag}] question {g}: how do I tune batch size {g % 97} for service {g % 13}?"
+        rs = [Response(response_id=f"{tag}-{g}-{i}", prompt=prompt, model_version=("v1", "v2")[i % 2],
+                       response=f"answer {i} to {g}: " + " ".join(f"w{(g * 7 + i * 3 + j) % 101}" for j in range(20 + 4 * i)),
+                       tags={"category": ("coding", "billing", "chat", "search")[g % 4], "locale": ("en", "de")[g % 2]})
+              for i in range(4)]
+        acts = [
+            Action(response_id=rs[0].response_id, kind=ActionKind.EDIT, user_id=f"u{g}a",
+                   edited_text=f"edited answer to {g}: use adaptive batching with a {g % 50 + 10} ms bound"),
+            Action(response_id=rs[1].response_id, kind=ActionKind.CHOICE, rejected_response_id=rs[0].response_id),
+            Action(response_id=rs[2].response_id, kind=ActionKind.THUMBS_UP, user_id=f"u{g}b"),
+            Action(response_id=rs[2].response_id, kind=ActionKind.THUMBS_UP, user_id=f"u{g}c"),
+            Action(response_id=rs[3].response_id, kind=ActionKind.THUMBS_DOWN, user_id=f"u{g}d"),
+            Action(response_id=rs[1].response_id, kind=ActionKind.RATING, rating=5, user_id=f"u{g}e"),
+            Action(response_id=rs[3].response_id, kind=ActionKind.RATING, rating=2, user_id=f"u{g}f"),
+            Action(response_id=rs[0].response_id, kind=ActionKind.ACCEPT, user_id=f"u{g}g"),
+        ]
+        acts.append(acts[2])  # a producer retry: the same event twice
+        groups.append((rs, acts))
+    for rs, _ in groups:
+        w.records.extend(rs)
+    for _, acts in groups:
+        w.records.extend(acts)
+    for rs, acts in groups:  # the pairs the rules must make
+        group = PromptGroup(rs[0].prompt_id, None, rules)
+        for r in rs:
+            group.add_response(r)
+        for a in acts:
+            if group.seen(a.event_id):
+                continue
+            group.mark_seen(a.event_id)
+            for d in group.apply(a):
+                if quality.check(d.chosen, d.rejected) is None:
+                    w.expected_pairs.add(pair_hash(d.prompt, d.chosen, d.rejected))
+    return w
+
+
+def wire_items(records: list[AvroRecord]) -> list[tuple[str, bytes, bytes]]:
+    out = []
+    for r in records:
+        if isinstance(r, Response):
+            out.append((topics.RESPONSES, r.prompt_id.encode(), encode(r)))
+        else:
+            out.append((topics.ACTIONS, r.response_id.encode(), encode(r)))  # type: ignore[attr-defined]
+    return out
+
+
+# --- Kafka helpers ---------------------------------------------------------------------------------------
+async def produce(settings: Settings, items: list[tuple[str, bytes, bytes]]) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks="all",
+                                max_batch_size=512 * 1024)
+    await producer.start()
+    t0 = time.perf_counter()
+    try:
+        futures = [await producer.send(t, value=v, key=k) for t, k, v in items]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - t0
+
+
+async def passthrough(settings: Settings, n: int, time_limit_s: float) -> tuple[int, float]:
+    """Consume n events from the input topics and produce each unchanged; (events, seconds)."""
+    consumer = AIOKafkaConsumer(topics.RESPONSES, topics.ACTIONS, bootstrap_servers=settings.bootstrap_servers,
+                                group_id=f"bench-passthrough-{os.getpid()}", auto_offset_reset="earliest",
+                                enable_auto_commit=False, max_poll_records=2000)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks="all",
+                                max_batch_size=512 * 1024)
+    await consumer.start()
+    await producer.start()
+    try:
+        done, t0, pending = 0, None, []
+        deadline = time.monotonic() + time_limit_s
+        while done < n and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            for records in batch.values():
+                if t0 is None:
+                    t0 = time.perf_counter()
+                for r in records:
+                    pending.append(await producer.send(PASSTHROUGH_TOPIC, value=r.value, key=r.key))
+                done += len(records)
+            if len(pending) > 20000:
+                await asyncio.gather(*pending)
+                pending.clear()
+            await consumer.commit()
+        await asyncio.gather(*pending)
+        return done, time.perf_counter() - (t0 or time.perf_counter())
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def end_offsets(settings: Settings, topic: str, partitions: int) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        return sum((await consumer.end_offsets(tps)).values())
+    finally:
+        await consumer.stop()
+
+
+async def committed_lag(settings: Settings, group: str) -> int:
+    """Events of the input topics not yet committed by the pipeline's consumer group."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topics.RESPONSES, p) for p in range(settings.responses_partitions)]
+        tps += [TopicPartition(topics.ACTIONS, p) for p in range(settings.actions_partitions)]
+        ends = await consumer.end_offsets(tps)
+        lag = 0
+        for tp in tps:
+            lag += ends[tp] - (await consumer.committed(tp) or 0)
+        return lag
+    finally:
+        await consumer.stop()
+
+
+async def pair_latencies(settings: Settings, tag: str) -> list[float]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topics.PAIRS, p) for p in range(settings.pairs_partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        out = []
+        while await _any_behind(consumer, ends):
+            batch = await consumer.getmany(timeout_ms=500, max_records=10000)
+            for records in batch.values():
+                for r in records:
+                    pair = decode(r.value)
+                    if tag in pair.prompt:  # type: ignore[attr-defined]
+                        out.append(r.timestamp - pair.created_at)  # type: ignore[attr-defined]
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _any_behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return True
+    return False
+
+
+async def create_topic(settings: Settings, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        if name not in await admin.list_topics():
+            await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+# --- workers ---------------------------------------------------------------------------------------------
+def start_workers(settings: Settings, count: int, env_extra: dict[str, str]) -> list[subprocess.Popen]:
+    from prefloop.services.supervisor import service_env
+
+    env = service_env(settings)
+    env.update(env_extra)
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i in range(count):
+        with open(logs / f"bench-worker-{i}.log", "wb") as out:
+            # PREFLOOP_BENCH_PROFILE=DIR profiles each worker with cProfile (DIR/worker-N.prof).
+            profile = os.environ.get("PREFLOOP_BENCH_PROFILE")
+            cmd = [sys.executable, "-m", "streams"]
+            if profile:
+                cmd = [sys.executable, "-m", "cProfile", "-o", str(Path(profile) / f"worker-{i}.prof"), "-m", "streams"]
+            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
+    return procs
+
+
+def wait_ready(settings: Settings, procs: list[subprocess.Popen], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        ready = settings.home / "run" / f"worker-{proc.pid}.ready"
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"streams worker {proc.pid} did not start; see {settings.home / 'logs'}")
+            time.sleep(0.05)
+
+
+def stop_workers(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def service_pids(settings: Settings) -> dict[str, int]:
+    pids = {}
+    for name in ("kafka", "redis", "analytics"):
+        path = settings.home / "run" / f"{name}.pid"
+        try:
+            pids[name] = int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return pids
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+# --- the bench ---------------------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from prefloop.services.process import free_port
+    from prefloop.services.supervisor import down, up
+
+    home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="prefloop-bench-streams-"))
+    settings = Settings(home=home, kafka_port=free_port(), kafka_controller_port=free_port(), redis_port=free_port(),
+                        analytics_port=free_port(), collector_port=free_port(), start_timeout_s=120)
+    ss = StreamsSettings()
+    rules, quality = RuleSettings.from_settings(ss), QualityRules(ss.min_chars, ss.similarity_threshold)
+    say = print if not args.quiet else (lambda *a, **k: None)
+    say(f"starting Kafka, Redis and the analytics service in {home} ...")
+    with open(os.devnull, "w") as quiet:
+        up(settings, only=["kafka", "redis", "analytics"], out=quiet)
+    procs: list[subprocess.Popen] = []
+    result: dict[str, Any] = {"events": 0, "workers": args.workers}
+    try:
+        w = workload(args.events, "bench", rules, quality)
+        items = wire_items(w.records)
+        n = len(items)
+        result["events"] = n
+        result["expected_pairs"] = len(w.expected_pairs)
+        asyncio.run(create_topic(settings, PASSTHROUGH_TOPIC, settings.pairs_partitions))
+        secs = asyncio.run(produce(settings, items))
+        say(f"preloaded {n} events ({len(w.expected_pairs)} pairs expected) in {secs:.1f}s")
+
+        done, secs = asyncio.run(passthrough(settings, n, args.time_limit))
+        result["passthrough_eps"] = done / secs if secs else float("nan")
+        say(f"passthrough: {done} events in {secs:.2f}s = {result['passthrough_eps']:,.0f} events/s")
+
+        env = {"PREFLOOP_STREAMS_STATS_INTERVAL_S": "5", "PREFLOOP_STREAMS_TRIGGER_CHECK_S": "3600",
+               "PREFLOOP_STREAMS_DRIFT_INTERVAL_S": "3600"}
+        procs = start_workers(settings, args.workers, env)
+        wait_ready(settings, procs, 120)
+        watched = {**service_pids(settings), **{f"worker{i}": p.pid for i, p in enumerate(procs)}}
+        cpu0 = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + args.time_limit
+        pairs = lag = -1
+        while time.monotonic() < deadline:
+            pairs = asyncio.run(end_offsets(settings, topics.PAIRS, settings.pairs_partitions))
+            if pairs >= len(w.expected_pairs):
+                lag = asyncio.run(committed_lag(settings, ss.app_id))
+                if lag == 0:
+                    break
+            time.sleep(0.1)
+        secs = time.perf_counter() - t0
+        result["cpu_share"] = {name: round((cpu_seconds(pid) - cpu0[name]) / secs, 2) for name, pid in watched.items()}
+        result["pipeline_eps"] = n / secs
+        result["pairs"] = pairs
+        result["complete"] = pairs == len(w.expected_pairs) and lag == 0
+        say(f"pipeline: {n} events in {secs:.2f}s = {result['pipeline_eps']:,.0f} events/s "
+            f"({pairs} pairs{'' if result['complete'] else ', INCOMPLETE'})")
+        say("  CPU cores busy during the run: " + ", ".join(f"{k} {v:.2f}" for k, v in result["cpu_share"].items()))
+
+        # Paced run for latency.
+        lw = workload(int(args.latency_rate * args.latency_seconds), "lat", rules, quality)
+        litems = wire_items(lw.records)
+        asyncio.run(paced(settings, litems, args.latency_rate))
+        target = len(w.expected_pairs) + len(lw.expected_pairs)
+        deadline = time.monotonic() + args.time_limit
+        while time.monotonic() < deadline:
+            if asyncio.run(end_offsets(settings, topics.PAIRS, settings.pairs_partitions)) >= target:
+                break
+            time.sleep(0.2)
+        latencies = asyncio.run(pair_latencies(settings, "[lat]"))
+        result["latency_p50_ms"] = percentile(latencies, 0.50)
+        result["latency_p99_ms"] = percentile(latencies, 0.99)
+        result["latency_pairs"] = len(latencies)
+        say(f"latency at {args.latency_rate:,.0f} events/s: action->pair p50 {result['latency_p50_ms']:.0f} ms, "
+            f"p99 {result['latency_p99_ms']:.0f} ms over {len(latencies)} pairs")
+        result["ratio"] = result["pipeline_eps"] / result["passthrough_eps"]
+        say(f"ratio pipeline/passthrough: {result['ratio']:.2f} (target >= 0.5; and >= 10,000 events/s per worker: "
+            f"{result['pipeline_eps'] / args.workers:,.0f})")
+        return result
+    finally:
+        stop_workers(procs)
+        with open(os.devnull, "w") as quiet:
+            down(settings, out=quiet)
+        if not args.keep and not args.home:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+async def paced(settings: Settings, items: list[tuple[str, bytes, bytes]], rate: float) -> None:
+    """Produce at `rate` events/s; each action's occurred_at (the pair's created_at) is its send time."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=1, acks="all")
+    await producer.start()
+    try:
+        t0 = time.perf_counter()
+        futures = []
+        for i, (topic, key, value) in enumerate(items):
+            due = t0 + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if topic == topics.ACTIONS:
+                action = decode(value)
+                action.occurred_at = int(time.time() * 1000)  # type: ignore[attr-defined]
+                value = encode(action)
+            futures.append(await producer.send(topic, value=value, key=key))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def handle(args: argparse.Namespace) -> int:
+    result = run(args)
+    return 0 if result.get("complete") else 1
+
+
+def add_bench_command(bench_subparsers: Any) -> argparse.ArgumentParser:
+    parser = bench_subparsers.add_parser(
+        "streams", help="events/s and action-to-pair latency of the streams pipeline vs a raw Kafka passthrough",
+        description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000, help="mixed events to push (default 100000)")
+    parser.add_argument("--workers", type=int, default=1, help="streams worker processes (default 1)")
+    parser.add_argument("--latency-rate", type=float, default=1000.0, help="events/s of the latency run (default 1000)")
+    parser.add_argument("--latency-seconds", type=float, default=10.0, help="length of the latency run (default 10)")
+    parser.add_argument("--time-limit", type=float, default=600.0, help="give up a phase after this many seconds")
+    parser.add_argument("--home", default="", help="keep the bench's services and data here (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="do not delete the temporary home")
+    parser.add_argument("--quiet", action="store_true")
+    parser.set_defaults(handler=handle)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prefloop bench")
+    add_bench_command(parser.add_subparsers(dest="bench"))
+    args = parser.parse_args(["streams", *(argv if argv is not None else sys.argv[1:])])
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

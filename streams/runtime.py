@@ -1,0 +1,192 @@
+"""What every stage of one worker shares: settings, the Faust app, its topics and tables, Redis, sends.
+
+Stages write table state with an explicit partition (`put` / `delete`): they work on batches
+that span partitions and on timers outside any event, where Faust's "current event"
+partition would be wrong or missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Iterable
+
+import faust
+import redis.asyncio as aioredis
+from aiokafka.partitioner import murmur2
+
+from prefloop import topics as contract
+from prefloop.settings import Settings
+from streams.settings import StreamsSettings
+
+log = logging.getLogger("prefloop.streams")
+
+# Redis keys (one namespace, documented in streams/README section of the analytics doc).
+INDEX_KEY = "prefloop:index:"  # + response_id -> "prompt_id\tpartition" of the responses topic
+PAIR_IDS_KEY = "prefloop:pairs:ids:"  # + pairs partition -> SET of pair_ids published there
+PAIR_WM_KEY = "prefloop:pairs:wm:"  # + pairs partition -> offset below which PAIR_IDS holds every id
+PAIRS_TOTAL_KEY = "prefloop:pairs:total"  # unique pairs ever published
+BUSY_KEY = "prefloop:streams:busy"  # set (short expiry) while any stage takes full batches: no TTL expiry
+BACKLOG_KEY = "prefloop:streams:backlog"  # set (short expiry) while responses lag: no TTL expiry
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), the one the SDK and Java clients use for keyed records."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def internal_topic(ss: StreamsSettings, name: str) -> str:
+    return f"{ss.app_id}-{name}"
+
+
+@dataclass
+class Stats:
+    """In-process counters, logged periodically; exact counts live in ClickHouse and Redis."""
+
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+
+
+class Runtime:
+    def __init__(self, settings: Settings, ss: StreamsSettings, app: faust.App, worker_id: str) -> None:
+        self.settings = settings
+        self.ss = ss
+        self.app = app
+        self.worker_id = worker_id
+        self.stats = Stats()
+        # When this worker last got partitions: held actions recovered from a changelog start
+        # their TTL again from here, so time spent with no worker alive never expires them.
+        self.assigned_at_ms = self.now_ms()
+        self._redis: aioredis.Redis | None = None
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        # Contract topics: never created by Faust (internal=False); their partition counts come from Settings.
+        self.responses = app.topic(contract.RESPONSES, partitions=settings.responses_partitions, internal=False, **raw)
+        self.actions = app.topic(contract.ACTIONS, partitions=settings.actions_partitions, internal=False, **raw)
+        self.pairs = app.topic(contract.PAIRS, partitions=settings.pairs_partitions, internal=False, **raw)
+        self.dlq = app.topic(contract.DLQ, partitions=settings.dlq_partitions, internal=False, **raw)
+        self.training_requests = app.topic(contract.TRAINING_REQUESTS, partitions=settings.control_partitions,
+                                           internal=False, **raw)
+        # Internal topics, created by Faust with the partition counts of the stage they feed.
+        self.resolved_actions = app.topic(internal_topic(ss, "resolved-actions"),
+                                          partitions=settings.responses_partitions, internal=True, **raw)
+        self.indexed = app.topic(internal_topic(ss, "indexed-responses"), partitions=settings.actions_partitions,
+                                 internal=True, **raw)
+        self.candidates = app.topic(internal_topic(ss, "pair-candidates"), partitions=settings.pairs_partitions,
+                                    internal=True, **raw)
+        self.analytics = app.topic(internal_topic(ss, "analytics-rows"), partitions=ss.analytics_partitions,
+                                   internal=True, **raw)
+        # Changelog-backed state (memory store; the changelog topic is the durable copy).
+        self.pending = app.Table("pending-actions", partitions=settings.actions_partitions,
+                                 key_type=str, value_type=None)
+        self.groups = app.Table("prompt-groups", partitions=settings.responses_partitions,
+                                key_type=str, value_type=None)
+
+    # --- services --------------------------------------------------------------------------------
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(self.settings.redis_dsn, socket_timeout=30,
+                                                  health_check_interval=30)
+        return self._redis
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    # --- sends --------------------------------------------------------------------------------------
+    async def send(self, topic: faust.types.TopicT | str, key: bytes | None, value: bytes | None,
+                   partition: int | None = None) -> Awaitable[Any]:
+        """Hand the record to the producer now; await the returned future for the broker's ack.
+
+        Goes straight to Faust's transport producer (aiokafka): no per-message channel/buffer
+        machinery, and never attached to a commit. Faust flushes this producer before it
+        commits offsets, so everything sent while processing an event is acked before the
+        event's offset is committed.
+        """
+        name = topic if isinstance(topic, str) else topic.get_topic_name()
+        return await self.app.producer.send(name, key, value, partition, None, None)
+
+    async def send_dead_letter(self, key_value: tuple[bytes, bytes], reason: str) -> Awaitable[Any]:
+        self.stats.add(f"dlq.{reason}")
+        key, value = key_value
+        return await self.send(self.dlq, key, value)
+
+    # --- table state with explicit partitions ------------------------------------------------
+    # Keys and values are JSON, exactly as Faust's "json" codec writes them, so Faust's own
+    # changelog recovery reads them back into the tables.
+    async def put(self, table: faust.Table, partition: int, key: str, value: Any) -> None:
+        table.data[key] = value
+        await self.send(table.changelog_topic, _json(key), _json(value), partition)
+
+    async def delete(self, table: faust.Table, partition: int, key: str) -> None:
+        table.data.pop(key, None)
+        await self.send(table.changelog_topic, _json(key), None, partition)
+
+    def owned(self, topic: str) -> set[int]:
+        """Partitions of `topic` this worker owns right now."""
+        try:
+            return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+        except Exception:
+            return set()
+
+    async def mark_busy(self) -> None:
+        """Tell every worker's sweeps that input is backlogged: no TTL expiry until it clears."""
+        await self.redis.set(BUSY_KEY, self.worker_id, px=int(max(2.0, 4 * self.ss.sweep_interval_s) * 1000))
+
+    async def mark_backlog(self) -> None:
+        """Responses lag behind: no worker expires held actions until they catch up."""
+        await self.redis.set(BACKLOG_KEY, self.worker_id, px=int(max(2.0, 4 * self.ss.sweep_interval_s) * 1000))
+
+    async def expiry_allowed(self) -> bool:
+        """Orphans may expire only while no worker is catching up (the response may be in its backlog)."""
+        if self.now_ms() - self.assigned_at_ms < 1000 * max(2.0, 4 * self.ss.sweep_interval_s):
+            return False
+        return not await self.redis.exists(BUSY_KEY, BACKLOG_KEY)
+
+    def lag(self, topic: str, read: dict[int, int]) -> int:
+        """Records of `topic` on this worker's partitions not yet read (by the offsets in `read`)."""
+        total = 0
+        for tp in self.app.consumer.assignment():
+            if tp.topic == topic:
+                high = self.app.consumer.highwater(tp)
+                if high is not None and tp.partition in read:
+                    total += max(0, high - read[tp.partition] - 1)
+        return total
+
+    def expired(self, arrived_ms: int, now_ms: int) -> bool:
+        return now_ms - max(arrived_ms, self.assigned_at_ms) >= self.ss.orphan_ttl_s * 1000
+
+    @staticmethod
+    def now_ms() -> int:
+        return int(time.time() * 1000)
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def wait_all(futures: Iterable[Awaitable[Any]]) -> list[Any]:
+    """Await every send; the first failure propagates (the batch is then retried from Kafka)."""
+    futures = list(futures)
+    if not futures:
+        return []
+    return list(await asyncio.gather(*futures))
+
+
+def fatal(exc: BaseException, where: str) -> None:
+    """Stop the process on a failure that left in-memory state ahead of the changelog.
+
+    Restarting rebuilds every table from its changelog and replays uncommitted input, which
+    the stages deduplicate; carrying on with diverged state could lose or double pairs.
+    """
+    log.critical("fatal error in %s, exiting so state is rebuilt from the changelogs: %r", where, exc, exc_info=exc)
+    logging.shutdown()
+    os._exit(70)

@@ -1,0 +1,295 @@
+"""Stage B, keyed by prompt_id: the join of responses and actions, and the pair rules.
+
+Input: feedback.responses (keyed by prompt_id) and the resolved-actions bundles from stage A,
+sent to the partition the response was read from, so one worker holds a whole prompt group.
+State: the `prompt-groups` table (changelog-backed), one `PromptGroup` per prompt_id.
+Output: pair candidates (bundled per pairs partition, to stage C), analytics rows, the
+`response_id -> prompt_id` index in Redis, and dead letters for bad responses and for actions
+whose references never appear in the group (`unknown_reference`).
+
+Crash safety, per batch: (1) apply every event to the in-memory groups, (2) send candidates,
+rows and dead letters and wait for the broker's acks, (3) only then write the changed groups
+to the changelog. A crash before (3) replays the batch onto the older state and re-sends the
+same candidates, which stage C drops by pair_id; a crash after (3) lost nothing because the
+outputs were already acknowledged. Offsets are committed by Faust after the producer flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections import defaultdict
+from typing import Any, Sequence
+
+from prefloop import topics as contract
+from schemas import Action, ActionKind, PreferencePair, Response, encode
+from streams import wire
+from streams.dlq import UNKNOWN_REFERENCE, Rejected, dead_letter, decode_as
+from streams.pairing.group import PairDraft, PromptGroup, RuleSettings
+from streams.pairing.quality import QualityRules
+from streams.pairing.text import normalised_distance
+from streams.runtime import INDEX_KEY, Runtime, fatal, partition_for, wait_all
+from streams.sinks import rows
+from streams.stages.resolve import INDEXED_FIELDS, action_from_json
+
+log = logging.getLogger("prefloop.streams.group")
+
+MAX_BUNDLE_BYTES = 512 * 1024
+CANDIDATE_FIELDS = 3  # pair_id, Avro PreferencePair, its preference_pairs row as JSON
+# SET every index key with its value and the TTL (last ARGV) in one round trip.
+INDEX_SCRIPT = """
+local ttl = ARGV[#ARGV]
+for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i], 'EX', ttl) end
+return #KEYS
+"""
+ROWS_PER_MESSAGE = 2000  # typical rows per analytics bundle, used to size sink batches
+
+
+class Batch:
+    """Everything one batch of the group stage sends, and the groups it changed."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, tuple[PromptGroup, int]] = {}
+        self.candidates: dict[int, dict[str, tuple[bytes, bytes]]] = defaultdict(dict)
+        self.rows: dict[str, list[list[Any]]] = defaultdict(list)
+        self.index: dict[str, str] = {}
+        self.futures: list = []
+
+
+class GroupStage:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.rules = RuleSettings.from_settings(rt.ss)
+        self.quality = QualityRules(rt.ss.min_chars, rt.ss.similarity_threshold)
+        self.lock = asyncio.Lock()
+        self.read: dict[int, int] = {}  # responses partition -> last offset read
+        self._index_script = None
+        self.holding: set[str] = set()  # prompt groups with held actions (the sweep's short list)
+        self._last_full_scan = 0.0
+
+    async def run(self, stream) -> None:
+        async for events in stream.take_events(self.rt.ss.batch_max, self.rt.ss.batch_s):
+            async with self.lock:
+                try:
+                    await self.process(events)
+                except Exception as exc:
+                    fatal(exc, "group stage")
+
+    # --- batch ---------------------------------------------------------------------------------------
+    async def process(self, events: Sequence[Any]) -> None:
+        rt = self.rt
+        batch = Batch()
+        now = rt.now_ms()
+        if len(events) >= rt.ss.batch_max:
+            await rt.mark_busy()
+        for event in events:
+            msg = event.message
+            if msg.topic == contract.RESPONSES:
+                self.read[msg.partition] = msg.offset
+                await self._response(batch, event.value, msg.partition, msg.offset, now)
+            else:
+                try:
+                    items = list(wire.unpack(event.value))
+                except wire.BundleError as exc:
+                    log.error("skipping corrupt bundle at %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
+                    continue
+                for item in items:
+                    await self._action(batch, item, msg.partition, now)
+        await self._flush(batch)
+        if rt.ss.backlog_events and rt.lag(contract.RESPONSES, self.read) > rt.ss.backlog_events:
+            await rt.mark_backlog()
+
+    def _group(self, batch: Batch, prompt_id: str, partition: int) -> PromptGroup:
+        hit = batch.groups.get(prompt_id)
+        if hit is None:
+            group = PromptGroup(prompt_id, self.rt.groups.data.get(prompt_id), self.rules)
+            group.state["pt"] = partition  # the sweep needs it outside any event
+            batch.groups[prompt_id] = (group, partition)
+            return group
+        return hit[0]
+
+    async def _response(self, batch: Batch, payload: bytes, partition: int, offset: int, now: int) -> None:
+        rt = self.rt
+        try:
+            resp = decode_as(payload, Response)
+        except Rejected as rej:
+            batch.futures.append(await rt.send_dead_letter(
+                dead_letter(contract.RESPONSES, partition, offset, rej.reason, payload, rej.detail, now), rej.reason))
+            return
+        rt.stats.add("responses.in")
+        group = self._group(batch, resp.prompt_id, partition)
+        added = group.add_response(resp)
+        batch.index[resp.response_id] = f"{resp.prompt_id}\t{partition}"
+        batch.rows["feedback_events"].append(rows.response_event(resp, partition, offset))
+        if added and group.state["h"]:
+            await self._release_held(batch, group, partition, now)
+
+    async def _release_held(self, batch: Batch, group: PromptGroup, partition: int, now: int) -> None:
+        ready = []
+        for entry in group.held():
+            action = decode_as(base64.b64decode(entry["b"]), Action)
+            if not group.missing_references(action):
+                ready.append((entry, action))
+        if ready:
+            group.release({entry["e"] for entry, _ in ready})
+            for entry, action in ready:
+                await self._apply(batch, group, action, entry, now)
+
+    async def _action(self, batch: Batch, item: tuple[bytes, ...], partition: int, now: int) -> None:
+        payload, src_p, src_o, arrived, prompt_id, fields = item
+        try:
+            action = action_from_json(fields)
+        except (ValueError, TypeError) as exc:  # only a corrupt bundle gets here
+            batch.futures.append(await self.rt.send_dead_letter(dead_letter(
+                contract.ACTIONS, int(src_p), int(src_o), "invalid", payload, f"corrupt forwarded action: {exc}", now),
+                "invalid"))
+            return
+        group = self._group(batch, prompt_id.decode(), partition)
+        if group.seen(action.event_id):
+            self.rt.stats.add("actions.duplicate")
+            return
+        entry = {"e": action.event_id, "p": int(src_p), "o": int(src_o), "a": int(arrived)}
+        if group.missing_references(action):
+            entry["b"] = base64.b64encode(payload).decode()
+            group.hold(entry)
+            self.holding.add(group.prompt_id)
+            return
+        await self._apply(batch, group, action, entry, now)
+
+    async def _apply(self, batch: Batch, group: PromptGroup, action: Action, entry: dict[str, Any], now: int) -> None:
+        group.mark_seen(action.event_id)
+        drafts = group.apply(action)
+        text, version, _, prompt = group.response(action.response_id)
+        rejected_version = ""
+        if action.kind is ActionKind.CHOICE and action.rejected_response_id:
+            rejected_version = group.response(action.rejected_response_id)[1]
+        distance = normalised_distance(text, action.edited_text or "") if action.kind is ActionKind.EDIT else None
+        batch.rows["feedback_events"].append(rows.action_event(
+            action, entry["p"], entry["o"], group.prompt_id, version, len(prompt), len(text)))
+        batch.rows["action_facts"].append(rows.action_fact(
+            action, group.prompt_id, version, rejected_version, distance, len(prompt), len(text)))
+        for draft in drafts:
+            self._candidate(batch, group.prompt_id, draft)
+
+    def _candidate(self, batch: Batch, prompt_id: str, draft: PairDraft) -> None:
+        pair = PreferencePair(
+            prompt_id=prompt_id, prompt=draft.prompt, chosen=draft.chosen, rejected=draft.rejected,
+            chosen_response_id=draft.chosen_response_id, rejected_response_id=draft.rejected_response_id,
+            chosen_model_version=draft.chosen_model_version, rejected_model_version=draft.rejected_model_version,
+            source=draft.source, weight=draft.weight, created_at=draft.occurred_at,
+        )
+        reason = self.quality.check(draft.chosen, draft.rejected)
+        if reason is not None:
+            self.rt.stats.add(f"pairs.dropped.{reason}")
+            batch.rows["pair_drops"].append(rows.pair_drop(
+                pair.pair_id, draft.event_id, prompt_id, draft.source.value, reason, draft.occurred_at))
+            return
+        self.rt.stats.add("pairs.candidates")
+        part = partition_for(pair.pair_id, self.rt.settings.pairs_partitions)
+        if pair.pair_id not in batch.candidates[part]:
+            batch.candidates[part][pair.pair_id] = (encode(pair), row_json(rows.preference_pair(pair)))
+
+    async def _flush(self, batch: Batch) -> None:
+        rt = self.rt
+        futures = batch.futures
+        if batch.index:
+            if self._index_script is None:
+                self._index_script = rt.redis.register_script(INDEX_SCRIPT)
+            ttl = int(rt.ss.index_ttl_s)
+            announce: dict[int, list[tuple[bytes, ...]]] = defaultdict(list)
+            keys, values = [], []
+            for rid, where in batch.index.items():
+                keys.append(INDEX_KEY + rid)
+                values.append(where)
+                prompt_id, _, gp = where.partition("\t")
+                announce[partition_for(rid, rt.settings.actions_partitions)].append(
+                    (rid.encode(), prompt_id.encode(), gp.encode()))
+            for start in range(0, len(keys), 5000):
+                await self._index_script(keys=keys[start:start + 5000], args=[*values[start:start + 5000], ttl])
+            # After the index write: an action that missed the index is held, and then released by this.
+            for partition, items in announce.items():
+                for chunk in wire.chunks(items, MAX_BUNDLE_BYTES, lambda it: len(it[0]) + len(it[1]) + 16):
+                    futures.append(await rt.send(rt.indexed, None, wire.pack(chunk, INDEXED_FIELDS), partition))
+        for partition, pairs in batch.candidates.items():
+            items = list(pairs.items())
+            for chunk in wire.chunks(items, MAX_BUNDLE_BYTES, lambda it: len(it[1][0]) + len(it[1][1]) + 48):
+                futures.append(await rt.send(rt.candidates, None,
+                                             wire.pack([(pid.encode(), data, row) for pid, (data, row) in chunk],
+                                                       CANDIDATE_FIELDS), partition))
+        futures.extend(await send_rows(rt, batch.rows))
+        await wait_all(futures)
+        for prompt_id, (group, partition) in batch.groups.items():
+            await rt.put(rt.groups, partition, prompt_id, group.state)
+
+    # --- the sweep ------------------------------------------------------------------------------------
+    async def sweep(self) -> None:
+        """Dead-letter held actions whose references did not reach the group within the TTL."""
+        rt = self.rt
+        async with self.lock:
+            try:
+                owned = rt.owned(contract.RESPONSES)
+                now = rt.now_ms()
+                if not await rt.expiry_allowed():
+                    return
+                batch = Batch()
+                if time.monotonic() - self._last_full_scan > 30:  # groups recovered from the changelog
+                    self._last_full_scan = time.monotonic()
+                    self.holding |= {k for k, v in rt.groups.data.items() if v and v.get("h")}
+                for prompt_id in list(self.holding):
+                    state = rt.groups.data.get(prompt_id)
+                    if not state or not state.get("h"):
+                        self.holding.discard(prompt_id)
+                        continue
+                    expired = [h for h in state["h"] if rt.expired(h["a"], now)]
+                    if not expired:
+                        continue
+                    group, partition = self._sweep_group(batch, prompt_id, state, owned)
+                    if group is None:
+                        continue
+                    for h in expired:
+                        payload = base64.b64decode(h["b"])
+                        action = decode_as(payload, Action)
+                        missing = group.missing_references(action)
+                        detail = f"response(s) {', '.join(missing)} not in prompt group {prompt_id}"
+                        batch.futures.append(await rt.send_dead_letter(dead_letter(
+                            contract.ACTIONS, h["p"], h["o"], UNKNOWN_REFERENCE, payload, detail, now),
+                            UNKNOWN_REFERENCE))
+                        batch.rows["feedback_events"].append(rows.action_event(action, h["p"], h["o"], prompt_id))
+                        group.mark_seen(action.event_id)
+                    group.release({h["e"] for h in expired})
+                if batch.groups:
+                    await self._flush(batch)
+            except Exception as exc:
+                fatal(exc, "group sweep")
+
+    def _sweep_group(self, batch: Batch, prompt_id: str, state: dict[str, Any], owned: set[int]):
+        partition = state.get("pt")
+        if partition is None or partition not in owned:
+            return None, None
+        group = PromptGroup(prompt_id, state, self.rules)
+        batch.groups[prompt_id] = (group, partition)
+        return group, partition
+
+
+def row_json(row: list[Any]) -> bytes:
+    return json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+async def send_rows(rt: Runtime, table_rows: dict[str, list[list[Any]]]) -> list:
+    """Send rows to the analytics sink as JSON bundles of at most MAX_BUNDLE_BYTES; returns the send futures."""
+    futures = []
+    for table, rows_ in table_rows.items():
+        futures += await send_json_rows(rt, table, [row_json(row) for row in rows_])
+    return futures
+
+
+async def send_json_rows(rt: Runtime, table: str, encoded: list[bytes]) -> list:
+    """Like send_rows, for rows already encoded as JSON lists."""
+    futures = []
+    head = json.dumps(table).encode()
+    for chunk in wire.chunks(encoded, MAX_BUNDLE_BYTES, lambda r: len(r) + 1):
+        futures.append(await rt.send(rt.analytics, None, b"[" + head + b",[" + b",".join(chunk) + b"]]"))
+    return futures

@@ -1,0 +1,159 @@
+"""Stage C, keyed by pair_id: publish each pair to feedback.pairs exactly once.
+
+Candidates arrive bundled per pairs partition p (partition = murmur2(pair_id) mod the pairs
+partition count), so one worker owns every candidate of a given pair_id. For each batch:
+
+1. Recover p once per assignment: read feedback.pairs[p] from the Redis watermark
+   `prefloop:pairs:wm:<p>` to its end and add every pair_id found to `prefloop:pairs:ids:<p>`.
+   This catches pairs a crashed owner published but had not yet recorded.
+2. Drop candidates whose pair_id is in the set (SMISMEMBER, one round trip).
+3. Produce the rest to feedback.pairs[p] (key pair_id) and wait for the acks.
+4. Send their `preference_pairs` rows (from the very bytes published) to the analytics sink
+   and wait for the ack.
+5. Record them atomically (Lua): SADD the ids, move the watermark past the highest acked
+   offset, and add the number of new ids to `prefloop:pairs:total`.
+
+Only then does Faust commit the candidates' offsets. The pairs topic is therefore the source
+of truth and Redis an index of it with a watermark: a crash between 3 and 5 is repaired by 1
+on the next owner (which also re-sends the rows of the pairs it finds), so no pair is
+published twice and none is lost, on the topic or in ClickHouse. Redis losing its data is
+also repaired by 1 (no watermark: read the partition from its start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any, Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from prefloop import topics as contract
+from schemas import decode
+from streams import wire
+from streams.runtime import PAIR_IDS_KEY, PAIR_WM_KEY, PAIRS_TOTAL_KEY, Runtime, fatal, wait_all
+from streams.sinks import rows
+from streams.stages.group import send_json_rows, send_rows
+
+log = logging.getLogger("prefloop.streams.publish")
+
+# KEYS: ids set, watermark, total. ARGV: new watermark, then ids. Returns how many ids were new.
+RECORD_SCRIPT = """
+local added = 0
+for i = 2, #ARGV do
+  added = added + redis.call('SADD', KEYS[1], ARGV[i])
+end
+local wm = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) > wm then redis.call('SET', KEYS[2], ARGV[1]) end
+if added > 0 then redis.call('INCRBY', KEYS[3], added) end
+return added
+"""
+
+
+class PublishStage:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.lock = asyncio.Lock()
+        self.recovered: set[int] = set()
+        self._record = None
+        self._reader: AIOKafkaConsumer | None = None
+
+    def on_revoked(self) -> None:
+        """Any partition may come back with pairs another worker published meanwhile."""
+        self.recovered.clear()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None
+
+    async def run(self, stream) -> None:
+        async for events in stream.take_events(self.rt.ss.batch_max, self.rt.ss.batch_s):
+            async with self.lock:
+                try:
+                    await self.process(events)
+                except Exception as exc:
+                    fatal(exc, "publish stage")
+
+    async def process(self, events: Sequence[Any]) -> None:
+        rt = self.rt
+        by_partition: dict[int, dict[str, tuple[bytes, bytes]]] = defaultdict(dict)
+        for event in events:
+            try:
+                for pair_id, data, row in wire.unpack(event.value):
+                    by_partition[event.message.partition].setdefault(pair_id.decode(), (data, row))
+            except wire.BundleError as exc:
+                log.error("skipping corrupt candidate bundle at offset %d: %s", event.message.offset, exc)
+        sent: dict[int, list[tuple[str, Any]]] = {}
+        for partition, pairs in by_partition.items():
+            if partition not in self.recovered:
+                await self.recover(partition)
+            ids = list(pairs)
+            present = await rt.redis.smismember(PAIR_IDS_KEY + str(partition), ids)
+            fresh = [pid for pid, seen in zip(ids, present) if not seen]
+            rt.stats.add("pairs.duplicate", len(ids) - len(fresh))
+            sent[partition] = [(pid, await rt.send(rt.pairs, pid.encode(), pairs[pid][0], partition)) for pid in fresh]
+        watermarks = {}
+        published = []
+        for partition, items in sent.items():
+            if items:
+                metadata = await wait_all(fut for _, fut in items)
+                watermarks[partition] = max(md.offset for md in metadata) + 1
+                published.extend(by_partition[partition][pid][1] for pid, _ in items)
+        if published:
+            await wait_all(await send_json_rows(rt, "preference_pairs", published))
+        for partition, watermark in watermarks.items():
+            ids = [pid for pid, _ in sent[partition]]
+            await self._store(partition, ids, watermark)
+            rt.stats.add("pairs.published", len(ids))
+
+    async def _send_rows(self, published: list[bytes]) -> None:
+        """preference_pairs rows of these pairs, through the analytics sink; waits for the ack."""
+        if not published:
+            return
+        table_rows = [rows.preference_pair(decode(data)) for data in published]  # type: ignore[arg-type]
+        await wait_all(await send_rows(self.rt, {"preference_pairs": table_rows}))
+
+    async def _store(self, partition: int, ids: list[str], watermark: int) -> int:
+        if self._record is None:
+            self._record = self.rt.redis.register_script(RECORD_SCRIPT)
+        added = 0
+        for start in range(0, max(len(ids), 1), 5000):
+            added += await self._record(
+                keys=[PAIR_IDS_KEY + str(partition), PAIR_WM_KEY + str(partition), PAIRS_TOTAL_KEY],
+                args=[watermark, *ids[start:start + 5000]])
+        return added
+
+    async def recover(self, partition: int) -> None:
+        """Index every pair in feedback.pairs[partition] past the watermark (see the module doc)."""
+        rt = self.rt
+        if self._reader is None:
+            self._reader = AIOKafkaConsumer(bootstrap_servers=rt.settings.bootstrap_servers, group_id=None,
+                                            enable_auto_commit=False, auto_offset_reset="earliest",
+                                            max_partition_fetch_bytes=4 * 1024 * 1024)
+            await self._reader.start()
+        reader = self._reader
+        tp = TopicPartition(contract.PAIRS, partition)
+        reader.assign([tp])
+        start = int(await rt.redis.get(PAIR_WM_KEY + str(partition)) or 0)
+        first = (await reader.beginning_offsets([tp]))[tp]
+        end = (await reader.end_offsets([tp]))[tp]
+        position = max(start, first)
+        found: list[str] = []
+        found_values: list[bytes] = []
+        if position < end:
+            reader.seek(tp, position)
+            while position < end:
+                batch = await reader.getmany(tp, timeout_ms=1000, max_records=5000)
+                for record in batch.get(tp, []):
+                    if record.key is not None and record.offset < end:
+                        found.append(record.key.decode())
+                        found_values.append(record.value)
+                position = await reader.position(tp)
+        await self._send_rows(found_values)
+        if found or end > start:
+            added = await self._store(partition, found, end)
+            if added:
+                log.warning("pairs partition %d: indexed %d pair(s) published before a crash", partition, added)
+        self.recovered.add(partition)

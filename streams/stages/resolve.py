@@ -1,0 +1,240 @@
+"""Stage A, keyed by response_id: find each action's prompt group, or hold it until its response arrives.
+
+Actions arrive on feedback.actions keyed by `response_id`; the pair rules need the prompt
+group. The group stage records `response_id -> (prompt_id, partition)` in Redis as it takes
+each response, then announces the new ids on `<app>-indexed-responses` (bundled, partitioned
+like feedback.actions). This stage consumes both topics:
+
+- an action: look its response up in Redis (one MGET per batch); known -> forward it, bundled
+  per target partition, to the group stage; unknown -> hold it in the `pending-actions` table
+  (changelog-backed, co-partitioned with feedback.actions).
+- an announcement: forward every action held for the announced responses.
+
+A sweep expires held actions after `orphan_ttl_s` (DLQ `expired_orphan`, and a
+`feedback_events` row with an empty prompt_id) and, as a safety net for producers that do not
+key actions by response_id, re-checks long-held ones against Redis every few seconds.
+
+Crash safety: forwards and dead letters are acknowledged by the broker before the pending
+entry that produced them is deleted, so a crash can repeat a forward (the group stage drops
+the repeat by event id) but never lose one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections import defaultdict
+from typing import Any, Sequence
+
+from prefloop import topics as contract
+from schemas import Action
+from streams import wire
+from streams.dlq import EXPIRED_ORPHAN, Rejected, dead_letter, decode_as
+from streams.runtime import INDEX_KEY, Runtime, fatal, wait_all
+from streams.sinks import rows
+
+log = logging.getLogger("prefloop.streams.resolve")
+
+MAX_BUNDLE_BYTES = 512 * 1024
+ACTION_FIELDS = 6  # payload, source partition, source offset, arrived_ms, prompt_id, action as a JSON list
+INDEXED_FIELDS = 3  # response_id, prompt_id, group partition
+RECHECK_S = 5.0  # safety-net Redis re-check of held actions
+
+
+ACTION_JSON_FIELDS = ("event_id", "occurred_at", "response_id", "user_id", "rating", "edited_text",
+                      "rejected_response_id")
+
+
+def action_json(action: Action) -> bytes:
+    """The decoded action as a compact JSON list, so the group stage need not decode Avro again."""
+    return json.dumps([action.kind.value, *(getattr(action, f) for f in ACTION_JSON_FIELDS)],
+                      separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def action_from_json(data: bytes) -> Action:
+    kind, *values = json.loads(data)
+    return Action(kind=kind, **dict(zip(ACTION_JSON_FIELDS, values)))
+
+
+def action_item(payload: bytes, partition: int, offset: int, arrived_ms: int, prompt_id: str,
+                action: Action | None = None) -> tuple[bytes, ...]:
+    if action is None:
+        action = decode_as(payload, Action)
+    return (payload, str(partition).encode(), str(offset).encode(), str(arrived_ms).encode(), prompt_id.encode(),
+            action_json(action))
+
+
+class ResolveStage:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.lock = asyncio.Lock()
+        self._last_recheck = 0.0
+        self.earliest_ms: float = float("inf")  # earliest arrival among held actions (a lower bound)
+
+    # --- the agent --------------------------------------------------------------------------------
+    async def run(self, stream) -> None:
+        async for events in stream.take_events(self.rt.ss.batch_max, self.rt.ss.batch_s):
+            async with self.lock:
+                try:
+                    await self.process(events)
+                except Exception as exc:
+                    fatal(exc, "resolve stage")
+
+    async def process(self, events: Sequence[Any]) -> None:
+        rt = self.rt
+        now = rt.now_ms()
+        if len(events) >= rt.ss.batch_max:
+            await rt.mark_busy()
+        futures = []
+        actions: list[tuple[Action, bytes, int, int]] = []
+        located: dict[str, tuple[str, int]] = {}  # response_id -> (prompt_id, group partition), announced
+        for event in events:
+            msg = event.message
+            if msg.topic != contract.ACTIONS:
+                try:
+                    for rid, prompt_id, gp in wire.unpack(event.value):
+                        located[rid.decode()] = (prompt_id.decode(), int(gp))
+                except wire.BundleError as exc:
+                    log.error("skipping corrupt announcement bundle at offset %d: %s", msg.offset, exc)
+                continue
+            try:
+                action = decode_as(event.value, Action)
+            except Rejected as rej:
+                futures.append(await rt.send_dead_letter(
+                    dead_letter(msg.topic, msg.partition, msg.offset, rej.reason, event.value, rej.detail, now),
+                    rej.reason))
+                continue
+            actions.append((action, event.value, msg.partition, msg.offset))
+        rt.stats.add("actions.in", len(actions))
+        unknown = [a.response_id for a, *_ in actions if a.response_id not in located]
+        if unknown:
+            found = await rt.redis.mget([INDEX_KEY + rid for rid in unknown])
+            for rid, where in zip(unknown, found):
+                if where is not None:
+                    prompt_id, _, gp = where.decode().partition("\t")
+                    located[rid] = (prompt_id, int(gp))
+        forwards: dict[int, list[tuple[bytes, ...]]] = defaultdict(list)
+        held: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+        for action, payload, partition, offset in actions:
+            where = located.get(action.response_id)
+            if where is not None:
+                forwards[where[1]].append(action_item(payload, partition, offset, now, where[0], action))
+                continue
+            key = action.response_id
+            if key not in held:
+                held[key] = (partition, list(rt.pending.data.get(key) or []))
+            entries = held[key][1]
+            if all(e["e"] != action.event_id for e in entries):
+                entries.append({"e": action.event_id, "b": base64.b64encode(payload).decode(), "p": partition,
+                                "o": offset, "a": now})
+                self.earliest_ms = min(self.earliest_ms, now)
+        released: list[tuple[str, int]] = []
+        for rid, (prompt_id, gp) in located.items():
+            if rid in held:
+                entries = held.pop(rid)[1]
+                partition = entries[0]["p"]
+            else:
+                entries = rt.pending.data.get(rid)
+                if not entries:
+                    continue
+                partition = entries[0]["p"]
+            for e in entries:
+                forwards[gp].append(action_item(base64.b64decode(e["b"]), e["p"], e["o"], e["a"], prompt_id))
+            if rid in rt.pending.data:
+                released.append((rid, partition))
+        futures.extend(await self._forward(forwards))
+        await wait_all(futures)
+        for key, (partition, entries) in held.items():
+            await rt.put(rt.pending, partition, key, entries)
+        for key, partition in released:
+            await rt.delete(rt.pending, partition, key)
+        rt.stats.add("actions.held", sum(len(e) for _, e in held.values()))
+
+    async def _forward(self, forwards: dict[int, list[tuple[bytes, ...]]]) -> list:
+        rt = self.rt
+        futures = []
+        for partition, items in forwards.items():
+            for chunk in wire.chunks(items, MAX_BUNDLE_BYTES, lambda it: len(it[0]) + 64):
+                futures.append(await rt.send(rt.resolved_actions, None, wire.pack(chunk, ACTION_FIELDS), partition))
+            rt.stats.add("actions.forwarded", len(items))
+        return futures
+
+    # --- the sweep ------------------------------------------------------------------------------------
+    async def sweep(self) -> None:
+        """Dead-letter held actions past the TTL; every RECHECK_S, re-check held ones against Redis."""
+        rt = self.rt
+        if not rt.pending.data:
+            return
+        async with self.lock:
+            try:
+                await self._sweep()
+            except Exception as exc:
+                fatal(exc, "resolve sweep")
+
+    async def _sweep(self) -> None:
+        rt = self.rt
+        owned = rt.owned(contract.ACTIONS)
+        now = rt.now_ms()
+        recheck = time.monotonic() - self._last_recheck >= RECHECK_S
+        if self.earliest_ms == float("inf"):  # recovered from the changelog: find out once
+            self.earliest_ms = min((e["a"] for v in rt.pending.data.values() if v for e in v), default=now)
+        if not recheck and not rt.expired(int(self.earliest_ms), now):
+            return  # nothing can have expired yet, and no re-check is due
+        may_expire = await rt.expiry_allowed()
+        if not recheck and not may_expire:
+            return
+        entries = [(key, value[0]["p"], value) for key, value in list(rt.pending.data.items())
+                   if value and value[0]["p"] in owned
+                   and (recheck or (may_expire and any(rt.expired(e["a"], now) for e in value)))]
+        if not entries:
+            if recheck:
+                self._last_recheck = time.monotonic()
+            return
+        located: list[bytes | None] = [None] * len(entries)
+        if recheck:
+            self._last_recheck = time.monotonic()
+            for start in range(0, len(entries), 10000):
+                chunk = entries[start:start + 10000]
+                located[start:start + len(chunk)] = await rt.redis.mget([INDEX_KEY + key for key, _, _ in chunk])
+        forwards: dict[int, list[tuple[bytes, ...]]] = defaultdict(list)
+        futures, analytics, done, kept = [], [], [], []
+        for (key, partition, held), where in zip(entries, located):
+            if where is not None:
+                prompt_id, _, group_partition = where.decode().partition("\t")
+                for e in held:
+                    forwards[int(group_partition)].append(
+                        action_item(base64.b64decode(e["b"]), e["p"], e["o"], e["a"], prompt_id))
+                done.append((key, partition))
+                continue
+            if not may_expire:
+                continue
+            remaining = []
+            for e in held:
+                if rt.expired(e["a"], now):
+                    payload = base64.b64decode(e["b"])
+                    detail = f"response {key} did not arrive within {rt.ss.orphan_ttl_s:g}s"
+                    futures.append(await rt.send_dead_letter(
+                        dead_letter(contract.ACTIONS, e["p"], e["o"], EXPIRED_ORPHAN, payload, detail, now),
+                        EXPIRED_ORPHAN))
+                    action = decode_as(payload, Action)
+                    analytics.append(rows.action_event(action, e["p"], e["o"]))
+                else:
+                    remaining.append(e)
+            if len(remaining) != len(held):
+                kept.append((key, partition, remaining))
+        futures.extend(await self._forward(forwards))
+        if analytics:
+            futures.append(await rt.send(rt.analytics, None, json.dumps(
+                ["feedback_events", analytics], separators=(",", ":")).encode()))
+        await wait_all(futures)
+        for key, partition in done:
+            await rt.delete(rt.pending, partition, key)
+        for key, partition, remaining in kept:
+            if remaining:
+                await rt.put(rt.pending, partition, key, remaining)
+            else:
+                await rt.delete(rt.pending, partition, key)
+        self.earliest_ms = min((e["a"] for v in rt.pending.data.values() if v for e in v), default=float("inf"))

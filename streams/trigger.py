@@ -1,0 +1,243 @@
+"""The retraining trigger: when to ask for a training run, and asking exactly once.
+
+Policy (`decide`), checked by every worker every `trigger_check_s`:
+- NEW_PAIRS: at least `trigger_new_pairs` new unique pairs since the last request;
+- DRIFT: input drift (max PSI of the newest window) above `trigger_drift_threshold`, with at
+  least `trigger_min_pairs` new pairs;
+- STALENESS: more than `trigger_staleness_s` since the last request (or since the first pair,
+  before any), with at least `trigger_min_pairs` new pairs;
+and never within `trigger_cooldown_s` of the last request.
+
+"New unique pairs" is exact: `prefloop:pairs:total` counts the pair ids published (stage C
+adds them in the same Redis script that records them), and each request records the
+watermark of every feedback.pairs partition it covered. The snapshot of a request is the
+pairs between the previous request's watermarks and its own, read from the pairs topic
+(the source of truth), frozen by `trainer.snapshots.create_snapshot` (`SNAPSHOT_FN`).
+
+Exactly one request per crossing, with any number of workers: the firing worker must take
+the Redis lock `prefloop:trigger:lock` (SET NX, value = request id, expiry
+`trigger_lock_ttl_s` as a safety net); the trainer deletes it when the job ends. Holding the
+lock, the worker re-reads the state, records the request as *pending* together with the new
+watermarks (one MULTI), publishes it, then clears *pending*. A worker that finds a pending
+request (its publisher crashed) re-publishes the same request with the same event id, so a
+crash yields at worst a duplicate delivery that consumers drop by `event_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from prefloop import topics
+from prefloop.settings import Settings
+from schemas import PreferencePair, TrainingRequest, TriggerReason, decode, encode
+from streams.runtime import PAIR_WM_KEY, PAIRS_TOTAL_KEY
+from streams.settings import StreamsSettings
+
+log = logging.getLogger("prefloop.streams.trigger")
+
+LOCK_KEY = "prefloop:trigger:lock"
+STATE_KEY = "prefloop:trigger:state"  # hash: pairs_at_last, last_request_ms, last_request_id, snapshot_id, offsets, since_ms, pending
+
+
+def default_snapshot(pairs: list[PreferencePair], home: Path) -> str:
+    """Freeze pairs with the trainer's snapshot store; returns the snapshot id."""
+    from trainer.snapshots import create_snapshot
+
+    return create_snapshot(pairs, home).snapshot_id
+
+
+# The one call that turns pairs into a snapshot id; tests and other deployments may point it elsewhere.
+SNAPSHOT_FN: Callable[[list[PreferencePair], Path], str] = default_snapshot
+
+
+@dataclass(frozen=True)
+class Policy:
+    new_pairs: int = 1000
+    min_pairs: int = 100
+    drift_threshold: float = 0.25
+    staleness_s: float = 7 * 24 * 3600.0
+    cooldown_s: float = 3600.0
+
+    @classmethod
+    def from_settings(cls, ss: StreamsSettings) -> "Policy":
+        return cls(ss.trigger_new_pairs, ss.trigger_min_pairs, ss.trigger_drift_threshold, ss.trigger_staleness_s,
+                   ss.trigger_cooldown_s)
+
+
+@dataclass
+class State:
+    pairs_total: int = 0
+    pairs_at_last: int = 0
+    last_request_ms: int = 0  # 0: never
+    since_ms: int = 0  # when the first pair was seen, the staleness origin before any request
+    drift: float | None = None
+    now_ms: int = 0
+    offsets: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def new_pairs(self) -> int:
+        return self.pairs_total - self.pairs_at_last
+
+    @property
+    def staleness_s(self) -> float:
+        origin = self.last_request_ms or self.since_ms
+        return (self.now_ms - origin) / 1000 if origin else 0.0
+
+
+def cooldown_left_s(policy: Policy, state: State) -> float:
+    if not state.last_request_ms:
+        return 0.0
+    return max(0.0, policy.cooldown_s - (state.now_ms - state.last_request_ms) / 1000)
+
+
+def decide(policy: Policy, state: State) -> TriggerReason | None:
+    """The reason to request training now, or None."""
+    if cooldown_left_s(policy, state) > 0:
+        return None
+    if state.new_pairs >= policy.new_pairs:
+        return TriggerReason.NEW_PAIRS
+    if state.new_pairs < max(1, policy.min_pairs):
+        return None
+    if state.drift is not None and state.drift > policy.drift_threshold:
+        return TriggerReason.DRIFT
+    if state.staleness_s > policy.staleness_s:
+        return TriggerReason.STALENESS
+    return None
+
+
+# --- Redis state ------------------------------------------------------------------------------------------------
+async def read_state(redis: Any, partitions: int, now_ms: int) -> tuple[State, dict[str, str]]:
+    pipe = redis.pipeline(transaction=True)
+    pipe.get(PAIRS_TOTAL_KEY)
+    pipe.hgetall(STATE_KEY)
+    for p in range(partitions):
+        pipe.get(PAIR_WM_KEY + str(p))
+    total, raw, *wms = await pipe.execute()
+    fields = {k.decode(): v.decode() for k, v in (raw or {}).items()}
+    state = State(
+        pairs_total=int(total or 0),
+        pairs_at_last=int(fields.get("pairs_at_last", 0)),
+        last_request_ms=int(fields.get("last_request_ms", 0)),
+        since_ms=int(fields.get("since_ms", 0)),
+        now_ms=now_ms,
+        offsets={str(p): int(w or 0) for p, w in enumerate(wms)},
+    )
+    return state, fields
+
+
+class Trigger:
+    """One worker's side of the trigger: check the policy, take the lock, snapshot, publish."""
+
+    def __init__(self, settings: Settings, ss: StreamsSettings, redis: Any, send: Callable[..., Any],
+                 drift: Callable[[], float | None] | None = None,
+                 on_fired: Callable[[TrainingRequest], None] | None = None) -> None:
+        self.settings = settings
+        self.policy = Policy.from_settings(ss)
+        self.ss = ss
+        self.redis = redis
+        self.send = send  # async (topic, key, value) -> awaitable ack
+        self.drift = drift  # blocking () -> latest input drift, run in a thread
+        self.on_fired = on_fired  # blocking, run in a thread after publishing (analytics bookkeeping)
+
+    async def check(self) -> TrainingRequest | None:
+        """Run the policy once; returns the request this call published, if any."""
+        now = int(time.time() * 1000)
+        state, fields = await read_state(self.redis, self.settings.pairs_partitions, now)
+        if fields.get("pending"):
+            await self._republish(fields["pending"])
+            return None
+        if not state.since_ms and state.pairs_total:
+            await self.redis.hsetnx(STATE_KEY, "since_ms", now)
+        if state.new_pairs < max(1, min(self.policy.min_pairs, self.policy.new_pairs)):
+            return None
+        state.drift = await asyncio.get_running_loop().run_in_executor(None, self.drift) if self.drift else None
+        reason = decide(self.policy, state)
+        if reason is None:
+            return None
+        request_id = f"req-{now}-{state.pairs_total}"
+        if not await self.redis.set(LOCK_KEY, request_id, nx=True, px=int(self.ss.trigger_lock_ttl_s * 1000)):
+            return None  # another worker is asking, or a training job is running
+        try:
+            return await self._fire(request_id, reason, state.drift)
+        except Exception:
+            # Nothing was published: give the crossing back so the next check can try again.
+            if await self.redis.get(LOCK_KEY) == request_id.encode():
+                await self.redis.delete(LOCK_KEY)
+            raise
+
+    async def _fire(self, request_id: str, reason: TriggerReason, drift: float | None) -> TrainingRequest | None:
+        now = int(time.time() * 1000)
+        state, fields = await read_state(self.redis, self.settings.pairs_partitions, now)  # under the lock
+        state.drift = drift
+        if fields.get("pending") or decide(self.policy, state) is None:
+            await self.redis.delete(LOCK_KEY)
+            return None
+        previous = json.loads(fields.get("offsets", "{}"))
+        pairs = await read_pairs(self.settings, previous, state.offsets)
+        snapshot_id = await asyncio.get_running_loop().run_in_executor(None, SNAPSHOT_FN, pairs, self.settings.home)
+        metrics = {"new_pairs": float(state.new_pairs), "staleness_s": state.staleness_s}
+        if drift is not None:
+            metrics["drift_psi"] = float(drift)
+        request = TrainingRequest(snapshot_id=snapshot_id, reason=reason, pair_count=len(pairs), metrics=metrics,
+                                  event_id=request_id, occurred_at=now)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(STATE_KEY, mapping={
+            "pairs_at_last": state.pairs_total, "last_request_ms": now, "last_request_id": request_id,
+            "snapshot_id": snapshot_id, "offsets": json.dumps(state.offsets), "pending": _pending(request),
+        })
+        await pipe.execute()
+        await self._publish(request)
+        if self.on_fired is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.on_fired, request)
+            except Exception as exc:  # bookkeeping only: the request is out
+                log.warning("training request %s published, but recording it failed: %s", request_id, exc)
+        log.info("training requested: %s, %d pairs in snapshot %s (%s)", reason.value, len(pairs), snapshot_id,
+                 request_id)
+        return request
+
+    async def _publish(self, request: TrainingRequest) -> None:
+        await (await self.send(topics.TRAINING_REQUESTS, request.event_id.encode(), encode(request)))
+        await self.redis.hdel(STATE_KEY, "pending")
+
+    async def _republish(self, pending: str) -> None:
+        request = decode(bytes.fromhex(pending))
+        log.warning("re-publishing training request %s left pending by a crashed worker", request.event_id)
+        await self._publish(request)  # type: ignore[arg-type]
+
+
+def _pending(request: TrainingRequest) -> str:
+    return encode(request).hex()
+
+
+async def read_pairs(settings: Settings, start: dict[str, int], end: dict[str, int]) -> list[PreferencePair]:
+    """The pairs on feedback.pairs between two watermark sets (per partition, [start, end))."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        out: list[PreferencePair] = []
+        for p, stop in end.items():
+            first = int(start.get(p, 0))
+            if stop <= first:
+                continue
+            tp = TopicPartition(topics.PAIRS, int(p))
+            consumer.assign([tp])
+            begin = (await consumer.beginning_offsets([tp]))[tp]
+            consumer.seek(tp, max(first, begin))
+            while await consumer.position(tp) < stop:
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+                for record in batch.get(tp, []):
+                    if record.offset < stop:
+                        out.append(decode(record.value))  # type: ignore[arg-type]
+        return out
+    finally:
+        await consumer.stop()
