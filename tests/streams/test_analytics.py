@@ -24,7 +24,7 @@ from streams_helpers import produce, read_pairs, read_topic, wait_for
 
 pytestmark = pytest.mark.services
 
-DOC = Path(__file__).resolve().parents[2] / "streams" / "ANALYTICS.md"
+DOC = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def win_rate_workload(tag: str, groups: int = 10) -> tuple[list, dict]:
