@@ -190,3 +190,22 @@ def fatal(exc: BaseException, where: str) -> None:
     log.critical("fatal error in %s, exiting so state is rebuilt from the changelogs: %r", where, exc, exc_info=exc)
     logging.shutdown()
     os._exit(70)
+
+
+class BatchStage:
+    """An agent body: takes batches off its stream and processes each one under the stage's lock."""
+
+    name: str
+    rt: "Runtime"
+    lock: asyncio.Lock
+
+    async def run(self, stream: Any) -> None:
+        async for events in stream.take_events(self.rt.ss.batch_max, self.rt.ss.batch_s):
+            async with self.lock:
+                try:
+                    await self.process(events)
+                except Exception as exc:
+                    fatal(exc, self.name)
+
+    async def process(self, events: Any) -> None:
+        raise NotImplementedError

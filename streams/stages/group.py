@@ -31,7 +31,7 @@ from streams.dlq import UNKNOWN_REFERENCE, Rejected, dead_letter, decode_as
 from streams.pairing.group import PairDraft, PromptGroup, RuleSettings
 from streams.pairing.quality import QualityRules
 from streams.pairing.text import normalised_distance
-from streams.runtime import INDEX_KEY, Runtime, fatal, partition_for, wait_all
+from streams.runtime import BatchStage, INDEX_KEY, Runtime, fatal, partition_for, wait_all
 from streams.sinks import rows
 from streams.stages.resolve import INDEXED_FIELDS, action_from_json
 
@@ -59,7 +59,9 @@ class Batch:
         self.futures: list = []
 
 
-class GroupStage:
+class GroupStage(BatchStage):
+    name = "group stage"
+
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.rules = RuleSettings.from_settings(rt.ss)
@@ -69,14 +71,6 @@ class GroupStage:
         self._index_script = None
         self.holding: set[str] = set()  # prompt groups with held actions (the sweep's short list)
         self._last_full_scan = 0.0
-
-    async def run(self, stream) -> None:
-        async for events in stream.take_events(self.rt.ss.batch_max, self.rt.ss.batch_s):
-            async with self.lock:
-                try:
-                    await self.process(events)
-                except Exception as exc:
-                    fatal(exc, "group stage")
 
     # --- batch ---------------------------------------------------------------------------------------
     async def process(self, events: Sequence[Any]) -> None:

@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prefloop import topics as contract
 from schemas import decode
 from streams import wire
-from streams.runtime import PAIR_IDS_KEY, PAIR_WM_KEY, PAIRS_TOTAL_KEY, Runtime, fatal, wait_all
+from streams.runtime import BatchStage, PAIR_IDS_KEY, PAIR_WM_KEY, PAIRS_TOTAL_KEY, Runtime, wait_all
 from streams.sinks import rows
 from streams.stages.group import send_json_rows, send_rows
 
@@ -51,7 +51,9 @@ return added
 """
 
 
-class PublishStage:
+class PublishStage(BatchStage):
+    name = "publish stage"
+
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.lock = asyncio.Lock()
@@ -67,14 +69,6 @@ class PublishStage:
         if self._reader is not None:
             await self._reader.stop()
             self._reader = None
-
-    async def run(self, stream) -> None:
-        async for events in stream.take_events(self.rt.ss.batch_max, self.rt.ss.batch_s):
-            async with self.lock:
-                try:
-                    await self.process(events)
-                except Exception as exc:
-                    fatal(exc, "publish stage")
 
     async def process(self, events: Sequence[Any]) -> None:
         rt = self.rt

@@ -33,7 +33,7 @@ from prefloop import topics as contract
 from schemas import Action
 from streams import wire
 from streams.dlq import EXPIRED_ORPHAN, Rejected, dead_letter, decode_as
-from streams.runtime import INDEX_KEY, Runtime, fatal, wait_all
+from streams.runtime import BatchStage, INDEX_KEY, Runtime, fatal, wait_all
 from streams.sinks import rows
 
 log = logging.getLogger("prefloop.streams.resolve")
@@ -67,7 +67,9 @@ def action_item(payload: bytes, partition: int, offset: int, arrived_ms: int, pr
             action_json(action))
 
 
-class ResolveStage:
+class ResolveStage(BatchStage):
+    name = "resolve stage"
+
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.lock = asyncio.Lock()
@@ -75,14 +77,6 @@ class ResolveStage:
         self.earliest_ms: float = float("inf")  # earliest arrival among held actions (a lower bound)
 
     # --- the agent --------------------------------------------------------------------------------
-    async def run(self, stream) -> None:
-        async for events in stream.take_events(self.rt.ss.batch_max, self.rt.ss.batch_s):
-            async with self.lock:
-                try:
-                    await self.process(events)
-                except Exception as exc:
-                    fatal(exc, "resolve stage")
-
     async def process(self, events: Sequence[Any]) -> None:
         rt = self.rt
         now = rt.now_ms()
