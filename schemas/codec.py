@@ -28,9 +28,13 @@ SCHEMA_DIR = Path(__file__).parent / "avro"
 @dataclass(frozen=True)
 class RegisteredSchema:
     name: str  # full name, e.g. dev.prefloop.events.Response
-    parsed: Any  # for reading and fingerprinting
-    # fastavro re-parses a schema parsed with _write_hint=False on every write; this copy is write-ready.
+    parsed: Any  # for fingerprinting
+    # fastavro re-parses a schema parsed with _write_hint=False on every call; these copies are ready.
     writable: Any
+    # For decoding: logical types dropped, so timestamps come out as the epoch-millisecond ints
+    # the records hold instead of datetimes. The Parsing Canonical Form (and so the
+    # fingerprint) ignores logical types, so this is the same schema on the wire.
+    readable: Any
     fingerprint: bytes  # 8 bytes, little-endian, as on the wire
 
     @property
@@ -73,7 +77,8 @@ class SchemaRegistry:
         parsed = parse_schema(schema, _write_hint=False)
         name = parsed["name"]
         entry = RegisteredSchema(
-            name=name, parsed=parsed, writable=parse_schema(schema), fingerprint=schema_fingerprint(parsed)
+            name=name, parsed=parsed, writable=parse_schema(schema),
+            readable=parse_schema(_without_logical_types(schema)), fingerprint=schema_fingerprint(parsed),
         )
         self._by_fingerprint[entry.fingerprint] = entry
         return entry
@@ -112,12 +117,23 @@ class SchemaRegistry:
             raise DecodeError(f"expected a {expect} record, got {reader.short_name}")
         body = io.BytesIO(data[HEADER_LEN:])
         try:
-            record = schemaless_reader(body, writer.parsed, reader.parsed)
+            if writer is reader:  # the common case: no resolution (fastavro compares whole schemas otherwise)
+                record = schemaless_reader(body, reader.readable, None)
+            else:
+                record = schemaless_reader(body, writer.readable, reader.readable)
         except Exception as exc:  # fastavro raises several types for corrupt bodies
             raise DecodeError(f"corrupt {writer.short_name} body: {type(exc).__name__}: {exc}") from exc
         if body.tell() != len(data) - HEADER_LEN:
             raise DecodeError(f"corrupt {writer.short_name} body: {len(data) - HEADER_LEN - body.tell()} trailing bytes")
         return reader.short_name, record
+
+
+def _without_logical_types(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_without_logical_types(v) for v in schema]
+    return schema
 
 
 _default: SchemaRegistry | None = None

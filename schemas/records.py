@@ -94,6 +94,14 @@ def _field_types(cls: type) -> tuple[tuple[str, Any, bool], ...]:
     return tuple((f.name, *_base_type(hints[f.name])) for f in dataclasses.fields(cls))
 
 
+@functools.cache
+def _avro_fields(cls: type) -> tuple[tuple[str, ...], tuple[tuple[str, type[enum.Enum]], ...]]:
+    """Field names and the enum-typed fields of a record class; cached for the encode/decode hot paths."""
+    types = _field_types(cls)
+    enums = tuple((name, inner) for name, inner, _ in types if isinstance(inner, type) and issubclass(inner, enum.Enum))
+    return tuple(name for name, _, _ in types), enums
+
+
 def _base_type(hint: Any) -> tuple[Any, bool]:
     """(inner type, nullable) of a field annotation."""
     args = typing.get_args(hint)
@@ -111,27 +119,24 @@ class AvroRecord:
 
     def to_avro(self) -> dict[str, Any]:
         out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        for name in _avro_fields(type(self))[0]:
+            value = getattr(self, name)
             if isinstance(value, enum.Enum):
                 value = value.value
             elif isinstance(value, dict):
                 value = dict(value)
-            out[f.name] = value
+            out[name] = value
         return out
 
     @classmethod
     def from_avro(cls: type[R], data: dict[str, Any]) -> R:
-        kwargs = {}
-        for name, inner, _ in _field_types(cls):
-            if name not in data:
-                continue
-            value = data[name]
-            if isinstance(value, datetime):
-                value = int(value.timestamp() * 1000)
-            elif value is not None and isinstance(inner, type) and issubclass(inner, enum.Enum):
-                value = inner(value)
-            kwargs[name] = value
+        """From a dict the codec read (timestamps already epoch-millisecond ints; see schemas/codec.py)."""
+        names, enums = _avro_fields(cls)
+        kwargs = {k: data[k] for k in names if k in data}
+        for name, enum_type in enums:
+            value = kwargs.get(name)
+            if value is not None:
+                kwargs[name] = enum_type(value)
         return cls(**kwargs)
 
     @classmethod
