@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 
 _LEN = struct.Struct(">I")
 MAGIC = b"PB1"
+MAX_BUNDLE_BYTES = 512 * 1024  # well under the internal topics' 4 MiB message limit
 
 
 class BundleError(ValueError):

@@ -50,9 +50,10 @@ def create_app(store: ClickHouseStore) -> web.Application:
         columns = [c for c in request.query.get("columns", "").split(",") if c]
         if not table or not columns:
             return web.Response(status=400, text="insert needs ?table=NAME&columns=a,b,c")
+        fmt = request.query.get("format", "JSONEachRow")
         body = await request.read()
         try:
-            await run(store.insert_json, table, columns, body)
+            await run(store.insert_json, table, columns, body, fmt)
         except AnalyticsError as exc:
             return web.Response(status=400, text=str(exc))
         return web.Response(text="ok")

@@ -25,6 +25,8 @@ from prefloop.settings import Settings
 # UInt64 as JSON numbers, not strings, so rows read the same from every backend.
 QUERY_SETTINGS = {"output_format_json_quote_64bit_integers": 0, "output_format_json_quote_64bit_floats": 0}
 INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_skip_unknown_fields": 0}
+# JSONEachRow: one object per line; JSONCompactEachRow: one list per line in the order of the columns.
+INSERT_FORMATS = ("JSONEachRow", "JSONCompactEachRow")
 
 
 class AnalyticsError(PrefloopError):
@@ -57,7 +59,7 @@ def json_each_row(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> byte
 class AnalyticsStore(Protocol):
     def raw(self, sql: str, fmt: str = "JSONCompact") -> bytes: ...
 
-    def insert_json(self, table: str, columns: Sequence[str], body: bytes) -> None: ...
+    def insert_json(self, table: str, columns: Sequence[str], body: bytes, fmt: str = "JSONEachRow") -> None: ...
 
     def close(self) -> None: ...
 
@@ -68,7 +70,8 @@ class _StoreMixin:
     def raw(self, sql: str, fmt: str = "JSONCompact") -> bytes:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def insert_json(self, table: str, columns: Sequence[str], body: bytes) -> None:  # pragma: no cover
+    def insert_json(self, table: str, columns: Sequence[str], body: bytes,
+                    fmt: str = "JSONEachRow") -> None:  # pragma: no cover
         raise NotImplementedError
 
     def query(self, sql: str) -> QueryResult:
@@ -104,9 +107,11 @@ class ClickHouseStore(_StoreMixin):
         except Exception as exc:
             raise AnalyticsError(_first_line(exc)) from exc
 
-    def insert_json(self, table: str, columns: Sequence[str], body: bytes) -> None:
+    def insert_json(self, table: str, columns: Sequence[str], body: bytes, fmt: str = "JSONEachRow") -> None:
+        if fmt not in INSERT_FORMATS:
+            raise AnalyticsError(f"insert format should be one of {', '.join(INSERT_FORMATS)}, got {fmt!r}")
         try:
-            self.client.raw_insert(table, list(columns), insert_block=body, settings=INSERT_SETTINGS, fmt="JSONEachRow")
+            self.client.raw_insert(table, list(columns), insert_block=body, settings=INSERT_SETTINGS, fmt=fmt)
         except Exception as exc:
             raise AnalyticsError(f"insert into {table} failed: {_first_line(exc)}") from exc
 
@@ -136,8 +141,8 @@ class GatewayStore(_StoreMixin):
     def raw(self, sql: str, fmt: str = "JSONCompact") -> bytes:
         return self._post("/raw", sql.encode(), {"format": fmt})
 
-    def insert_json(self, table: str, columns: Sequence[str], body: bytes) -> None:
-        self._post("/insert", body, {"table": table, "columns": ",".join(columns)})
+    def insert_json(self, table: str, columns: Sequence[str], body: bytes, fmt: str = "JSONEachRow") -> None:
+        self._post("/insert", body, {"table": table, "columns": ",".join(columns), "format": fmt})
 
     def ping(self) -> bool:
         try:

@@ -34,7 +34,7 @@ from schemas import decode
 from streams import wire
 from streams.runtime import BatchStage, PAIR_IDS_KEY, PAIR_WM_KEY, PAIRS_TOTAL_KEY, Runtime, wait_all
 from streams.sinks import rows
-from streams.stages.group import send_json_rows, send_rows
+from streams.sinks.rows import send_json_rows, send_rows
 
 log = logging.getLogger("prefloop.streams.publish")
 
