@@ -23,6 +23,7 @@ from pathlib import Path
 import faust
 
 from prefloop.settings import Settings
+from streams.batching import BatchingApp
 from streams.runtime import Runtime
 from streams.settings import StreamsSettings
 from streams.sinks.clickhouse import sinks
@@ -53,7 +54,7 @@ def create_app(settings: Settings, ss: StreamsSettings, worker_id: str | None = 
     worker_id = ss.worker_id or worker_id or default_worker_id()
     datadir = settings.home / "streams" / worker_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = BatchingApp(
         ss.app_id,
         broker=_broker_urls(settings),
         store="memory://",
@@ -93,11 +94,11 @@ class Pipeline:
         self.sinks = sinks(rt)
         self.ready_file = settings.home / "run" / f"worker-{os.getpid()}.ready"
 
-        app.agent(app.topic(rt.actions.get_topic_name(), rt.indexed.get_topic_name(),
-                            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+        # The input topics arrive as one RecordBatch per fetched partition (streams/batching.py).
+        actions, responses = rt.actions.get_topic_name(), rt.responses.get_topic_name()
+        app.agent(app.batch_topic(actions, rt.indexed.get_topic_name(), batched=[actions]),
                   name="prefloop.resolve")(self.resolve.run)
-        app.agent(app.topic(rt.responses.get_topic_name(), rt.resolved_actions.get_topic_name(),
-                            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+        app.agent(app.batch_topic(responses, rt.resolved_actions.get_topic_name(), batched=[responses]),
                   name="prefloop.group")(self.group.run)
         app.agent(rt.candidates, name="prefloop.publish")(self.publish.run)
         app.agent(rt.analytics, name="prefloop.sink.analytics")(self.sinks[0].run)

@@ -200,7 +200,7 @@ class BatchStage:
     lock: asyncio.Lock
 
     async def run(self, stream: Any) -> None:
-        async for events in stream.take_events(self.rt.ss.batch_max, self.rt.ss.batch_s):
+        async for events in stream.take_events(self.rt.ss.batch_events, self.rt.ss.batch_s):
             async with self.lock:
                 try:
                     await self.process(events)

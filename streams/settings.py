@@ -29,8 +29,9 @@ class StreamsSettings:
     # How often Faust commits consumed offsets (seconds). Shorter means less replay after a
     # crash (replays are deduplicated, so this is a cost knob, not a correctness knob).
     commit_interval_s: float = 1.0
-    # Faust's per-partition buffer of fetched events; bounds memory when the sinks push back.
-    stream_buffer_maxsize: int = 8192
+    # Faust events buffered per agent stream before fetching pauses; bounds memory when the
+    # sinks push back. An event is a fetched batch of input records or an internal bundle.
+    stream_buffer_maxsize: int = 64
     # Producer linger (ms): small batches trade a little latency for far fewer requests.
     producer_linger_ms: int = 5
     # Consumer-group session timeout (seconds): how long a killed worker's partitions stay
@@ -83,9 +84,13 @@ class StreamsSettings:
     min_chars: int = 2
 
     # --- Batching --------------------------------------------------------------------------------
-    # Events per processing batch in the join and pair stages, and how long a batch may wait
-    # to fill (seconds). Larger batches amortise Redis/Kafka round trips; `batch_s` bounds latency.
+    # Records per fetch of the input topics (Kafka's max_poll_records). Each partition's share
+    # of a fetch reaches the join stages as one batch (streams/batching.py).
     batch_max: int = 2000
+    # Faust events (fetched batches or bundles) per processing batch of a stage, and how long
+    # a batch may wait to fill (seconds). Larger batches amortise Redis/Kafka round trips;
+    # `batch_s` bounds latency.
+    batch_events: int = 16
     batch_s: float = 0.05
     # ClickHouse sink: rows per insert and the longest a row waits (seconds). ClickHouse wants
     # few large inserts; the time bound keeps dashboards fresh.
@@ -128,7 +133,7 @@ class StreamsSettings:
     def __post_init__(self) -> None:
         positive = (
             "orphan_ttl_s", "sweep_interval_s", "index_ttl_s", "max_group_responses", "max_voters_per_response",
-            "seen_events_per_group", "thumbs_cap", "batch_max", "batch_s", "sink_batch_rows", "sink_batch_s",
+            "seen_events_per_group", "thumbs_cap", "batch_max", "batch_events", "batch_s", "sink_batch_rows", "sink_batch_s",
             "sink_retry_s", "analytics_partitions", "window_s", "drift_interval_s", "reference_s", "commit_interval_s",
             "stream_buffer_maxsize", "trigger_new_pairs", "session_timeout_s", "stats_interval_s", "trigger_check_s", "trigger_lock_ttl_s", "drift_top_values",
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import time
 from collections import defaultdict
@@ -27,17 +26,18 @@ from typing import Any, Sequence
 from prefloop import topics as contract
 from schemas import Action, ActionKind, PreferencePair, Response, encode
 from streams import wire
+from streams.batching import records
 from streams.dlq import UNKNOWN_REFERENCE, Rejected, dead_letter, decode_as
 from streams.pairing.group import PairDraft, PromptGroup, RuleSettings
 from streams.pairing.quality import QualityRules
 from streams.pairing.text import normalised_distance
 from streams.runtime import BatchStage, INDEX_KEY, Runtime, fatal, partition_for, wait_all
 from streams.sinks import rows
+from streams.sinks.rows import row_json, send_rows
 from streams.stages.resolve import INDEXED_FIELDS, action_from_json
 
 log = logging.getLogger("prefloop.streams.group")
 
-MAX_BUNDLE_BYTES = 512 * 1024
 CANDIDATE_FIELDS = 3  # pair_id, Avro PreferencePair, its preference_pairs row as JSON
 # SET every index key with its value and the TTL (last ARGV) in one round trip.
 INDEX_SCRIPT = """
@@ -45,7 +45,6 @@ local ttl = ARGV[#ARGV]
 for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i], 'EX', ttl) end
 return #KEYS
 """
-ROWS_PER_MESSAGE = 2000  # typical rows per analytics bundle, used to size sink batches
 
 
 class Batch:
@@ -77,16 +76,16 @@ class GroupStage(BatchStage):
         rt = self.rt
         batch = Batch()
         now = rt.now_ms()
-        if len(events) >= rt.ss.batch_max:
+        msgs = records(events)
+        if len(msgs) >= rt.ss.batch_max:
             await rt.mark_busy()
-        for event in events:
-            msg = event.message
+        for msg in msgs:
             if msg.topic == contract.RESPONSES:
                 self.read[msg.partition] = msg.offset
-                await self._response(batch, event.value, msg.partition, msg.offset, now)
+                await self._response(batch, msg.value, msg.partition, msg.offset, now)
             else:
                 try:
-                    items = list(wire.unpack(event.value))
+                    items = list(wire.unpack(msg.value))
                 except wire.BundleError as exc:
                     log.error("skipping corrupt bundle at %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
                     continue
@@ -205,11 +204,11 @@ class GroupStage(BatchStage):
                 await self._index_script(keys=keys[start:start + 5000], args=[*values[start:start + 5000], ttl])
             # After the index write: an action that missed the index is held, and then released by this.
             for partition, items in announce.items():
-                for chunk in wire.chunks(items, MAX_BUNDLE_BYTES, lambda it: len(it[0]) + len(it[1]) + 16):
+                for chunk in wire.chunks(items, wire.MAX_BUNDLE_BYTES, lambda it: len(it[0]) + len(it[1]) + 16):
                     futures.append(await rt.send(rt.indexed, None, wire.pack(chunk, INDEXED_FIELDS), partition))
         for partition, pairs in batch.candidates.items():
             items = list(pairs.items())
-            for chunk in wire.chunks(items, MAX_BUNDLE_BYTES, lambda it: len(it[1][0]) + len(it[1][1]) + 48):
+            for chunk in wire.chunks(items, wire.MAX_BUNDLE_BYTES, lambda it: len(it[1][0]) + len(it[1][1]) + 48):
                 futures.append(await rt.send(rt.candidates, None,
                                              wire.pack([(pid.encode(), data, row) for pid, (data, row) in chunk],
                                                        CANDIDATE_FIELDS), partition))
@@ -266,24 +265,3 @@ class GroupStage(BatchStage):
         group = PromptGroup(prompt_id, state, self.rules)
         batch.groups[prompt_id] = (group, partition)
         return group, partition
-
-
-def row_json(row: list[Any]) -> bytes:
-    return json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-async def send_rows(rt: Runtime, table_rows: dict[str, list[list[Any]]]) -> list:
-    """Send rows to the analytics sink as JSON bundles of at most MAX_BUNDLE_BYTES; returns the send futures."""
-    futures = []
-    for table, rows_ in table_rows.items():
-        futures += await send_json_rows(rt, table, [row_json(row) for row in rows_])
-    return futures
-
-
-async def send_json_rows(rt: Runtime, table: str, encoded: list[bytes]) -> list:
-    """Like send_rows, for rows already encoded as JSON lists."""
-    futures = []
-    head = json.dumps(table).encode()
-    for chunk in wire.chunks(encoded, MAX_BUNDLE_BYTES, lambda r: len(r) + 1):
-        futures.append(await rt.send(rt.analytics, None, b"[" + head + b",[" + b",".join(chunk) + b"]]"))
-    return futures

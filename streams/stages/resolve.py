@@ -32,13 +32,13 @@ from typing import Any, Sequence
 from prefloop import topics as contract
 from schemas import Action
 from streams import wire
+from streams.batching import records
 from streams.dlq import EXPIRED_ORPHAN, Rejected, dead_letter, decode_as
 from streams.runtime import BatchStage, INDEX_KEY, Runtime, fatal, wait_all
 from streams.sinks import rows
 
 log = logging.getLogger("prefloop.streams.resolve")
 
-MAX_BUNDLE_BYTES = 512 * 1024
 ACTION_FIELDS = 6  # payload, source partition, source offset, arrived_ms, prompt_id, action as a JSON list
 INDEXED_FIELDS = 3  # response_id, prompt_id, group partition
 RECHECK_S = 5.0  # safety-net Redis re-check of held actions
@@ -80,28 +80,28 @@ class ResolveStage(BatchStage):
     async def process(self, events: Sequence[Any]) -> None:
         rt = self.rt
         now = rt.now_ms()
-        if len(events) >= rt.ss.batch_max:
+        msgs = records(events)
+        if len(msgs) >= rt.ss.batch_max:
             await rt.mark_busy()
         futures = []
         actions: list[tuple[Action, bytes, int, int]] = []
         located: dict[str, tuple[str, int]] = {}  # response_id -> (prompt_id, group partition), announced
-        for event in events:
-            msg = event.message
+        for msg in msgs:
             if msg.topic != contract.ACTIONS:
                 try:
-                    for rid, prompt_id, gp in wire.unpack(event.value):
+                    for rid, prompt_id, gp in wire.unpack(msg.value):
                         located[rid.decode()] = (prompt_id.decode(), int(gp))
                 except wire.BundleError as exc:
                     log.error("skipping corrupt announcement bundle at offset %d: %s", msg.offset, exc)
                 continue
             try:
-                action = decode_as(event.value, Action)
+                action = decode_as(msg.value, Action)
             except Rejected as rej:
                 futures.append(await rt.send_dead_letter(
-                    dead_letter(msg.topic, msg.partition, msg.offset, rej.reason, event.value, rej.detail, now),
+                    dead_letter(msg.topic, msg.partition, msg.offset, rej.reason, msg.value, rej.detail, now),
                     rej.reason))
                 continue
-            actions.append((action, event.value, msg.partition, msg.offset))
+            actions.append((action, msg.value, msg.partition, msg.offset))
         rt.stats.add("actions.in", len(actions))
         unknown = [a.response_id for a, *_ in actions if a.response_id not in located]
         if unknown:
@@ -151,7 +151,7 @@ class ResolveStage(BatchStage):
         rt = self.rt
         futures = []
         for partition, items in forwards.items():
-            for chunk in wire.chunks(items, MAX_BUNDLE_BYTES, lambda it: len(it[0]) + 64):
+            for chunk in wire.chunks(items, wire.MAX_BUNDLE_BYTES, lambda it: len(it[0]) + 64):
                 futures.append(await rt.send(rt.resolved_actions, None, wire.pack(chunk, ACTION_FIELDS), partition))
             rt.stats.add("actions.forwarded", len(items))
         return futures
@@ -221,8 +221,7 @@ class ResolveStage(BatchStage):
                 kept.append((key, partition, remaining))
         futures.extend(await self._forward(forwards))
         if analytics:
-            futures.append(await rt.send(rt.analytics, None, json.dumps(
-                ["feedback_events", analytics], separators=(",", ":")).encode()))
+            futures.extend(await rows.send_rows(rt, {"feedback_events": analytics}))
         await wait_all(futures)
         for key, partition in done:
             await rt.delete(rt.pending, partition, key)

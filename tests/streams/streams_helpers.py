@@ -64,7 +64,11 @@ async def read_topic_async(settings: Settings, topic: str, timeout_s: float = 5.
     await consumer.start()
     try:
         counts = {spec.name: spec.partitions for spec in settings.topics()}
-        parts = range(counts[topic])
+        if topic in counts:
+            parts = range(counts[topic])
+        else:  # an internal topic: ask the cluster
+            cluster = await consumer._client.fetch_all_metadata()
+            parts = sorted(cluster.partitions_for_topic(topic) or ())
         tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

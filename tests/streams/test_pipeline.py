@@ -262,3 +262,33 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(services, pipeline, sto
     assert sorted(r[0] for r in store.query(in_store).rows) == sorted(expected)
     wait_rows(store, f"SELECT count() FROM feedback_events FINAL WHERE response_id LIKE '{tag}-%'",
               len(w.responses) + len(w.actions))
+
+
+# --- consumer batching (streams/batching.py) ------------------------------------------------------------
+def test_input_offsets_are_committed_to_the_end_through_batches(services, pipeline, store, tag):
+    """Each fetched batch is one Faust message; acking it must commit past every record in it."""
+    import asyncio
+
+    from streams.bench import committed_lag
+
+    w = mixed(tag, 60)
+    produce(services, w.records())
+    wait_pairs(services, tag, len(w.expected_pairs()), settle_s=0)
+    lag = wait_for(lambda: asyncio.run(committed_lag(services, "prefloop-streams")) == 0, 60,
+                   what="committed offsets of feedback.responses and feedback.actions at their end offsets")
+    assert lag
+
+
+def test_event_times_reach_clickhouse_to_the_millisecond(services, pipeline, store, tag):
+    a = resp(tag, "a", "Use sorted() with a key function.", occurred_at=1_700_000_000_007)
+    b = resp(tag, "b", "Dictionaries cannot be sorted.", occurred_at=1_700_000_000_999)
+    choice = Action(response_id=a.response_id, kind=ActionKind.CHOICE, rejected_response_id=b.response_id,
+                    occurred_at=1_700_000_123_450)
+    produce(services, [a, b, choice])
+    wait_rows(store, f"SELECT count() FROM feedback_events FINAL WHERE response_id LIKE '{tag}-%'", 3)
+    got = store.query(f"SELECT event_id, toUnixTimestamp64Milli(occurred_at) FROM feedback_events FINAL "
+                      f"WHERE response_id LIKE '{tag}-%'").rows
+    assert dict(got) == {a.event_id: a.occurred_at, b.event_id: b.occurred_at, choice.event_id: choice.occurred_at}
+    pair_time = wait_for(lambda: scalar(store, f"SELECT toUnixTimestamp64Milli(created_at) FROM preference_pairs FINAL "
+                                               f"WHERE chosen_response_id = '{a.response_id}'"), 60, what="the pair row")
+    assert pair_time == choice.occurred_at
