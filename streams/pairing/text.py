@@ -7,6 +7,7 @@ than the rest of an action's processing.
 
 from __future__ import annotations
 
+import math
 import re
 
 from rapidfuzz.distance import Levenshtein
@@ -31,7 +32,10 @@ def normalised_distance(a: str, b: str) -> float:
 
 def similarity_at_least(a: str, b: str, threshold: float) -> bool:
     """Whether 1 - levenshtein(a, b) / max(len) >= threshold (two empty texts are identical)."""
-    if not a and not b:
+    longest = max(len(a), len(b))
+    if longest == 0:
         return True
-    # score_cutoff lets rapidfuzz stop as soon as the distance exceeds the budget.
-    return Levenshtein.normalized_similarity(a, b, score_cutoff=threshold) >= threshold - 1e-12
+    # An integer edit budget, so a similarity exactly at the threshold passes whatever the
+    # float rounding; score_cutoff lets rapidfuzz stop once the distance exceeds it.
+    budget = math.floor((1.0 - threshold) * longest + 1e-9)
+    return Levenshtein.distance(a, b, score_cutoff=budget) <= budget
