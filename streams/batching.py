@@ -36,12 +36,6 @@ class RecordBatch:
 
     messages: Sequence[Message]
 
-    def __len__(self) -> int:
-        return len(self.messages)
-
-    def __iter__(self):
-        return iter(self.messages)
-
 
 class _PassThrough(codecs.Codec):
     """Value codec of agents over batched topics: a `RecordBatch` (built by the consumer) or,
@@ -63,7 +57,7 @@ class BatchingConsumer(aiokafka_driver.Consumer):
     """Faust's aiokafka consumer, delivering each fetch of a batched topic-partition as one message."""
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
-        batched: frozenset[str] = getattr(self.app, "batch_topics", frozenset())
+        batched = self.app.batch_topics
         groups: dict[TP, list[Message]] = {}
         async for tp, message in super().getmany(timeout):
             if tp.topic in batched:

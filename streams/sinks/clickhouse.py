@@ -1,8 +1,9 @@
 """ClickHouse sink: batched, blocking inserts that never drop and never double a row.
 
 The sink is an agent over the analytics-rows topic: it takes bundles for at most
-`sink_batch_s` and inserts each table's rows (`sink_batch_rows` at most per insert) as
-JSONCompactEachRow, the bytes the stages wrote, never decoded here. It only returns, letting
+`sink_batch_s` and inserts each table's rows as JSONCompactEachRow, the bytes the stages
+wrote, never decoded here: whole bundles, at most `sink_batch_rows` rows per insert unless
+one bundle alone holds more. It only returns, letting
 Faust commit the offsets, once the store has taken them. A slow or unreachable store makes
 the insert wait and retry with backoff; the agent stops pulling, Faust's bounded buffers
 fill, and the consumer pauses: backpressure instead of loss. Rows replayed after a crash
@@ -56,15 +57,15 @@ class ClickHouseSink:
                 fatal(exc, f"{self.name} sink")
 
     async def insert(self, table: str, bodies: list[tuple[bytes, int]]) -> None:
-        """Insert the bundles' rows, `sink_batch_rows` at most per insert; retries until the store takes them."""
+        """Insert the bundles' rows (see the module doc for the per-insert bound); retries until the store takes them."""
         chunk: list[bytes] = []
         rows = 0
         for body, count in bodies:
-            chunk.append(body)
-            rows += count
-            if rows >= self.rt.ss.sink_batch_rows:
+            if chunk and rows + count > self.rt.ss.sink_batch_rows:
                 await self._insert(table, b"".join(chunk), rows)
                 chunk, rows = [], 0
+            chunk.append(body)
+            rows += count
         if chunk:
             await self._insert(table, b"".join(chunk), rows)
 
