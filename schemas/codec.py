@@ -102,12 +102,13 @@ class SchemaRegistry:
 
     def decode(self, data: bytes, expect: str | None = None) -> tuple[str, dict[str, Any]]:
         """Decode one single-object record into its reader schema. Returns (short name, record)."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise DecodeError(f"expected bytes, got {type(data).__name__}")
-        data = bytes(data)
-        if len(data) < HEADER_LEN or data[:2] != MARKER:
+        if type(data) is not bytes:
+            if not isinstance(data, (bytearray, memoryview)):
+                raise DecodeError(f"expected bytes, got {type(data).__name__}")
+            data = bytes(data)
+        if data[:2] != MARKER or len(data) < HEADER_LEN:
             raise DecodeError("not Avro single-object encoding: missing C3 01 marker")
-        writer = self.writer_for(data[2:HEADER_LEN])
+        writer = self._by_fingerprint.get(data[2:HEADER_LEN])
         if writer is None:
             raise DecodeError(f"unknown writer schema fingerprint {data[2:HEADER_LEN].hex()}")
         reader = self._readers.get(writer.name)
@@ -115,7 +116,8 @@ class SchemaRegistry:
             raise DecodeError(f"no reader schema for writer record {writer.name}")
         if expect is not None and reader.short_name != expect and reader.name != expect:
             raise DecodeError(f"expected a {expect} record, got {reader.short_name}")
-        body = io.BytesIO(data[HEADER_LEN:])
+        body = io.BytesIO(data)
+        body.seek(HEADER_LEN)
         try:
             if writer is reader:  # the common case: no resolution (fastavro compares whole schemas otherwise)
                 record = schemaless_reader(body, reader.readable, None)
@@ -123,8 +125,8 @@ class SchemaRegistry:
                 record = schemaless_reader(body, writer.readable, reader.readable)
         except Exception as exc:  # fastavro raises several types for corrupt bodies
             raise DecodeError(f"corrupt {writer.short_name} body: {type(exc).__name__}: {exc}") from exc
-        if body.tell() != len(data) - HEADER_LEN:
-            raise DecodeError(f"corrupt {writer.short_name} body: {len(data) - HEADER_LEN - body.tell()} trailing bytes")
+        if body.tell() != len(data):
+            raise DecodeError(f"corrupt {writer.short_name} body: {len(data) - body.tell()} trailing bytes")
         return reader.short_name, record
 
 

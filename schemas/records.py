@@ -102,6 +102,21 @@ def _avro_fields(cls: type) -> tuple[tuple[str, ...], tuple[tuple[str, type[enum
     return tuple(name for name, _, _ in types), enums
 
 
+@functools.cache
+def _field_set(cls: type) -> frozenset[str]:
+    return frozenset(_avro_fields(cls)[0])
+
+
+@functools.cache
+def _map_fields(cls: type) -> tuple[str, ...]:
+    return tuple(name for name, inner, _ in _field_types(cls) if typing.get_origin(inner) is dict or inner is dict)
+
+
+@functools.cache
+def _has_post_init(cls: type) -> bool:
+    return hasattr(cls, "__post_init__")
+
+
 def _base_type(hint: Any) -> tuple[Any, bool]:
     """(inner type, nullable) of a field annotation."""
     args = typing.get_args(hint)
@@ -118,26 +133,50 @@ class AvroRecord:
     REQUIRED_TEXT: ClassVar[tuple[str, ...]] = ()
 
     def to_avro(self) -> dict[str, Any]:
-        out = {}
-        for name in _avro_fields(type(self))[0]:
-            value = getattr(self, name)
+        cls = type(self)
+        names, enums = _avro_fields(cls)
+        out = self.__dict__.copy()
+        if out.keys() != _field_set(cls):  # attributes beyond the fields: take the fields only
+            out = {name: getattr(self, name) for name in names}
+        for name, _ in enums:
+            value = out[name]
             if isinstance(value, enum.Enum):
-                value = value.value
-            elif isinstance(value, dict):
-                value = dict(value)
-            out[name] = value
+                out[name] = value.value
+        for name in _map_fields(cls):
+            if out[name] is not None:
+                out[name] = dict(out[name])
         return out
 
     @classmethod
     def from_avro(cls: type[R], data: dict[str, Any]) -> R:
-        """From a dict the codec read (timestamps already epoch-millisecond ints; see schemas/codec.py)."""
+        """From a dict the codec read (timestamps already epoch-millisecond ints; see schemas/codec.py).
+
+        Takes ownership of `data`: it becomes the record's attribute dict when it holds exactly
+        the record's fields (the reader schema is the record's schema), skipping __init__.
+        """
         names, enums = _avro_fields(cls)
-        kwargs = {k: data[k] for k in names if k in data}
         for name, enum_type in enums:
-            value = kwargs.get(name)
+            value = data.get(name)
             if value is not None:
-                kwargs[name] = enum_type(value)
-        return cls(**kwargs)
+                data[name] = enum_type._value2member_map_.get(value) or enum_type(value)
+        if data.keys() != _field_set(cls):
+            return cls(**{k: data[k] for k in names if k in data})
+        record = cls.__new__(cls)
+        record.__dict__ = data
+        if _has_post_init(cls):
+            record.__post_init__()  # type: ignore[attr-defined]
+        return record
+
+    @classmethod
+    def unchecked(cls: type[R], **values: Any) -> R:
+        """An instance from every field's value, already of its type, without running __init__.
+
+        For hot paths whose values come from a typed source (the Avro reader, or a stage's own
+        bundle of a record it validated); dataclass __init__ with defaults costs several µs.
+        """
+        record = cls.__new__(cls)
+        record.__dict__.update(values)
+        return record
 
     @classmethod
     def from_json(cls: type[R], data: dict[str, Any]) -> R:

@@ -16,6 +16,7 @@ same partition numbers of each and a prompt group lives wholly on one worker.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 
@@ -23,7 +24,7 @@ import faust
 
 from prefloop.settings import Settings
 from streams.batching import BatchingApp
-from streams.runtime import Runtime
+from streams.runtime import Runtime, fatal
 from streams.settings import StreamsSettings
 from streams.sinks.clickhouse import sinks
 from streams.stages.group import GroupStage
@@ -105,6 +106,7 @@ class Pipeline:
         app.timer(ss.sweep_interval_s, on_leader=False)(self._sweep_pending)
         app.timer(max(1.0, ss.sweep_interval_s), on_leader=False)(self._sweep_groups)
         app.timer(ss.stats_interval_s, on_leader=False)(self._log_stats)
+        app.before_commit = self.write_state
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
@@ -127,9 +129,27 @@ class Pipeline:
         if counts:
             log.info("worker %s counters: %s", self.rt.worker_id, counts)
 
+    async def write_state(self) -> None:
+        """Deferred table state to the changelogs, between batches, once the outputs behind it
+        are acknowledged (called before every offset commit; see streams/runtime.py)."""
+        try:
+            async with self.resolve.lock:
+                await self.rt.settle()
+                await self.rt.write_dirty(self.rt.pending)
+            async with self.group.lock:
+                await self.rt.settle()
+                await self.rt.write_dirty(self.rt.groups)
+        except Exception as exc:
+            fatal(exc, "state write before commit")
+
     async def _on_revoked(self, sender, revoked, **kwargs) -> None:
+        # Faust committed before this signal, but only if some offset moved; the next owner
+        # recovers from the changelog, so it must hold everything now.
+        await self.write_state()
+        await self.app.producer.flush()
         self.publish.on_revoked()
-        self.group.read.clear()
+        self.group.on_revoked()
+        self.resolve.on_revoked()
 
     async def _on_assigned(self, sender, assigned, **kwargs) -> None:
         self.rt.assigned_at_ms = self.rt.now_ms()
@@ -181,10 +201,19 @@ async def ensure_internal_topics(settings: Settings, ss: StreamsSettings) -> Non
         await admin.close()
 
 
+# CPython's default (700 net allocations) runs a young collection every few events here, and
+# the older generations, which hold every table's state, far too often: measured, a fifth of
+# the stages' CPU went to the collector. Cycles are rare in the hot path; this still collects.
+GC_THRESHOLDS = (50_000, 10, 10)
+
+
 def run_worker(settings: Settings, ss: StreamsSettings) -> int:
     """Run one worker in the foreground until SIGTERM/SIGINT; returns the exit code."""
     asyncio.run(ensure_internal_topics(settings, ss))
     app, pipeline = create_app(settings, ss)
+    gc.collect()
+    gc.freeze()  # imports and the app itself: never garbage, never scanned again
+    gc.set_threshold(*GC_THRESHOLDS)
     worker = faust.Worker(app, loglevel=ss.log_level, quiet=True, override_logging=True)
 
     @app.on_before_shutdown.connect

@@ -10,17 +10,20 @@ one small Avro record per message, so this is where the throughput goes.
 `BatchingConsumer` keeps everything Faust does — group membership, assignment, flow
 control, acks, offset commits, table changelogs and recovery — and changes one thing: for
 the topics in `App.batch_topics`, all records of one topic-partition in one fetch reach the
-agent as a single message whose value is a `RecordBatch` and whose offset is the batch's
-last record. The offsets inside the batch are registered with Faust's gap tracker
-(`_add_gap`), so acking the batch message commits past the whole batch, and not one
-record earlier: a batch is committed all or nothing, after the agent has processed it.
-Every other topic (internal bundles, changelogs) is delivered exactly as Faust does.
+agent as a single message whose value is a `RecordBatch` (aiokafka's records, with no
+per-record Faust message) and whose offset is the batch's last record. Acking that message
+acks every offset of the batch at once, so a batch is committed all or nothing, after the
+agent has processed it. Every other topic (internal bundles, changelogs) is delivered
+exactly as Faust does.
+
+`App.before_commit`, when set, runs right before every offset commit: the pipeline writes
+its deferred table state there (streams/runtime.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 import faust
 from faust.serializers import codecs
@@ -32,9 +35,10 @@ CODEC = "prefloop-batch"
 
 @dataclass(frozen=True)
 class RecordBatch:
-    """Consecutive records of one topic-partition, in offset order (Faust `ConsumerMessage`s)."""
+    """Consecutive records of one topic-partition, in offset order (aiokafka `ConsumerRecord`s:
+    `topic`, `partition`, `offset`, `value`, ...)."""
 
-    messages: Sequence[Message]
+    records: Sequence[Any]
 
 
 class _PassThrough(codecs.Codec):
@@ -57,31 +61,69 @@ class BatchingConsumer(aiokafka_driver.Consumer):
     """Faust's aiokafka consumer, delivering each fetch of a batched topic-partition as one message."""
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
-        batched = self.app.batch_topics
-        groups: dict[TP, list[Message]] = {}
-        async for tp, message in super().getmany(timeout):
-            if tp.topic in batched:
-                groups.setdefault(tp, []).append(message)
-            else:
-                yield tp, message
-        if not self.flow_active:
-            return  # a rebalance began: like Faust's getmany, deliver nothing more of this fetch
-        for tp, messages in groups.items():
-            first, last = messages[0], messages[-1]
-            if last.generation_id != self.app.consumer_generation_id:
-                continue  # fetched before a rebalance; the stream would skip it anyway
-            if last.offset > first.offset:
-                # Offsets first..last-1 are acked together with the batch message (offset last).
-                await self._add_gap(tp, first.offset, last.offset - 1)
-            yield tp, _batch_message(tp, messages)
+        """Faust's `getmany`, except that a batched topic-partition's records become one message."""
+        records, active_partitions = await self._wait_next_records(timeout)
+        if records is None or self.should_stop:
+            return
+        if not self.flow_active:  # as Faust does: back to the committed offsets, deliver nothing
+            try:
+                await self.perform_seek()
+            except Exception as exc:
+                self.log.warning("exception performing seek when flow not active %r", exc)
+            return
+        app = self.app
+        batched = app.batch_topics
+        generation_id = app.consumer_generation_id
+        for tp, tp_records in records.items():
+            if not self.flow_active or app.consumer_generation_id != generation_id:
+                return  # a rebalance began: like Faust, deliver nothing more of this fetch
+            if not (active_partitions is None or tp in active_partitions or tp in self._buffered_partitions):
+                continue
+            app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            if tp.topic not in batched:
+                for record in tp_records:
+                    yield tp, self._to_message(tp, record)
+                continue
+            read = self._read_offset[tp]
+            if read is not None:  # records before the read offset are stale (fetched before a seek)
+                tp_records = [r for r in tp_records if r.offset >= read]
+            if not tp_records:
+                continue
+            last = tp_records[-1]
+            # Faust's delivery loop registers a jump in offsets as a gap (acked ahead of time);
+            # the batch is acked as a whole instead (`ack`), so present it as the next offset.
+            self._read_offset[tp] = last.offset - 1
+            yield tp, _batch_message(tp, tp_records, generation_id)
+
+    def ack(self, message: Message) -> bool:
+        """Faust's ack; for a batch message, every offset from the batch's first record on."""
+        acked = super().ack(message)
+        batch = message.value
+        if acked and isinstance(batch, RecordBatch):
+            tp = message.tp
+            first = batch.records[0].offset
+            committed = self._committed_offset[tp]
+            if committed is not None:
+                first = max(first, committed)
+            offsets = range(first, message.offset)  # the last one was acked by Faust above
+            if offsets:
+                self._acked[tp].extend(offsets)
+                self._acked_index[tp].update(offsets)
+        return acked
+
+    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        hook = self.app.before_commit
+        if hook is not None:
+            await hook()
+        return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
 
 
-def _batch_message(tp: TP, messages: list[Message]) -> Message:
-    last = messages[-1]
+def _batch_message(tp: TP, records: list[Any], generation_id: int) -> Message:
+    last = records[-1]
     return aiokafka_driver.ConsumerMessage(
-        tp.topic, tp.partition, last.offset, last.timestamp, last.timestamp_type, [], None,
-        RecordBatch(messages), None, 0, sum(m.serialized_value_size or 0 for m in messages), tp,
-        generation_id=last.generation_id,
+        tp.topic, tp.partition, last.offset, last.timestamp / 1000.0, last.timestamp_type, [], None,
+        RecordBatch(records), None, 0, sum(r.serialized_value_size or 0 for r in records), tp,
+        generation_id=generation_id,
     )
 
 
@@ -93,6 +135,7 @@ class BatchingApp(faust.App):
     """A Faust app whose consumer batches `batch_topics` (see the module doc)."""
 
     batch_topics: frozenset[str] = frozenset()
+    before_commit: Callable[[], Awaitable[None]] | None = None
 
     def _new_transport(self) -> BatchingTransport:
         return BatchingTransport(self.conf.broker_consumer, self)
@@ -108,11 +151,11 @@ class BatchingApp(faust.App):
 
 def records(events: Sequence[Any]) -> list[Message]:
     """The Kafka records behind a list of Faust events: batches flattened, other events as they are."""
-    out: list[Message] = []
+    out: list[Any] = []
     for event in events:
         value = event.value
         if isinstance(value, RecordBatch):
-            out.extend(value.messages)
+            out.extend(value.records)
         else:
             out.append(event.message)
     return out

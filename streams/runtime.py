@@ -1,14 +1,26 @@
 """What every stage of one worker shares: settings, the Faust app, its topics and tables, Redis, sends.
 
-Stages write table state with an explicit partition (`put` / `delete`): they work on batches
-that span partitions and on timers outside any event, where Faust's "current event"
-partition would be wrong or missing.
+Stages write table state with an explicit partition: they work on batches that span
+partitions and on timers outside any event, where Faust's "current event" partition would be
+wrong or missing.
+
+Table writes are deferred: `stage_put` / `stage_delete` change the in-memory table and mark
+the key dirty, and `write_dirty` sends each dirty key's current value to the changelog once.
+The pipeline calls `write_dirty` right before every offset commit (and on revocation), under
+the stage's lock, so between batches. The changelog then always holds at least the state
+of the committed input, which is all recovery needs: a group touched by ten batches in one
+commit interval is written once instead of ten times, and an action held and released within
+the interval is never written at all.
+
+Acks are deferred the same way: a stage hands its sends' futures to `expect_acks` and goes on
+to its next batch; `settle` waits for all of them, and runs before every `write_dirty`, so
+state never reaches the changelog ahead of the outputs it produced. Offsets need no more:
+Faust flushes the producer before it commits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -17,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Iterable
 
 import faust
+import orjson
 import redis.asyncio as aioredis
-from aiokafka.partitioner import murmur2
+from murmurhash2 import murmurhash2
 
 from prefloop import topics as contract
 from prefloop.settings import Settings
@@ -35,9 +48,12 @@ BUSY_KEY = "prefloop:streams:busy"  # set (short expiry) while any stage takes f
 BACKLOG_KEY = "prefloop:streams:backlog"  # set (short expiry) while responses lag: no TTL expiry
 
 
+KAFKA_MURMUR2_SEED = 0x9747B28C
+
+
 def partition_for(key: str, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), the one the SDK and Java clients use for keyed records."""
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+    return (murmurhash2(key.encode(), KAFKA_MURMUR2_SEED) & 0x7FFFFFFF) % partitions
 
 
 def internal_topic(ss: StreamsSettings, name: str) -> str:
@@ -87,6 +103,9 @@ class Runtime:
                                  key_type=str, value_type=None)
         self.groups = app.Table("prompt-groups", partitions=settings.responses_partitions,
                                 key_type=str, value_type=None)
+        self._dirty: dict[str, dict[str, int]] = {}  # table name -> {key: partition} not yet in the changelog
+        self._created: dict[str, set[str]] = {}  # table name -> keys that are new since the last write_dirty
+        self._unacked: list[Awaitable[Any]] = []  # sends that must be acknowledged before the next state write
 
     # --- services --------------------------------------------------------------------------------
     @property
@@ -122,13 +141,50 @@ class Runtime:
     # --- table state with explicit partitions ------------------------------------------------
     # Keys and values are JSON, exactly as Faust's "json" codec writes them, so Faust's own
     # changelog recovery reads them back into the tables.
-    async def put(self, table: faust.Table, partition: int, key: str, value: Any) -> None:
+    def stage_put(self, table: faust.Table, partition: int, key: str, value: Any) -> None:
+        """Set the value in memory; `write_dirty` sends it to the changelog (see the module doc)."""
+        name = table.name
+        if key not in table.data:
+            self._created.setdefault(name, set()).add(key)
         table.data[key] = value
-        await self.send(table.changelog_topic, _json(key), _json(value), partition)
+        self._dirty.setdefault(name, {})[key] = partition
 
-    async def delete(self, table: faust.Table, partition: int, key: str) -> None:
+    def stage_delete(self, table: faust.Table, partition: int, key: str) -> None:
         table.data.pop(key, None)
-        await self.send(table.changelog_topic, _json(key), None, partition)
+        self._dirty.setdefault(table.name, {})[key] = partition
+
+    def expect_acks(self, futures: list[Awaitable[Any]]) -> None:
+        self._unacked.extend(futures)
+
+    async def settle(self) -> None:
+        """Wait for the broker's ack of every send given to `expect_acks`; a failed send raises."""
+        futures, self._unacked = self._unacked, []
+        await wait_all(futures)
+
+    async def write_dirty(self, table: faust.Table) -> int:
+        """Send the current value of every dirty key of `table` (a tombstone for deleted ones).
+
+        Call only between batches of the stage that owns the table (under its lock), after
+        `settle`: every output of the changes being written is then acknowledged by the broker.
+        """
+        dirty = self._dirty.pop(table.name, None)
+        created = self._created.pop(table.name, set())
+        if not dirty:
+            return 0
+        topic = table.changelog_topic.get_topic_name()
+        data = table.data
+        written = 0
+        for key, partition in dirty.items():
+            value = data.get(key)
+            if value is not None:
+                await self.send(topic, _json(key), _json(value), partition)
+            elif key in created:
+                continue  # created and deleted since the last write: the changelog never had it
+            else:
+                await self.send(topic, _json(key), None, partition)
+            written += 1
+        self.stats.add(f"changelog.{table.name}", written)
+        return written
 
     def owned(self, topic: str) -> set[int]:
         """Partitions of `topic` this worker owns right now."""
@@ -170,7 +226,7 @@ class Runtime:
 
 
 def _json(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(obj)
 
 
 async def wait_all(futures: Iterable[Awaitable[Any]]) -> list[Any]:

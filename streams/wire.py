@@ -2,18 +2,19 @@
 
 Stages hand each other work per target partition and batch, not per event: one message
 carries every record bound for that partition, which divides Faust's per-message cost by
-the batch size. A bundle is a flat sequence of length-prefixed byte fields, `width` fields
-per item. Bundles only travel on prefloop's internal topics; contract topics carry one
-Avro record per message.
+the batch size. A bundle is a magic prefix and a MessagePack array of items, each an array
+of exactly `width` values (bytes, str, int, float or nil), so a stage reads decoded fields
+straight out of it. Bundles only travel on prefloop's internal topics; contract topics carry
+one Avro record per message.
 """
 
 from __future__ import annotations
 
-import struct
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
-_LEN = struct.Struct(">I")
-MAGIC = b"PB1"
+import msgpack
+
+MAGIC = b"PB2"
 MAX_BUNDLE_BYTES = 512 * 1024  # well under the internal topics' 4 MiB message limit
 
 
@@ -21,38 +22,24 @@ class BundleError(ValueError):
     """Bytes that are not a bundle written by `pack` (corrupt or from another producer)."""
 
 
-def pack(items: Sequence[Sequence[bytes]], width: int) -> bytes:
-    parts = [MAGIC, bytes([width])]
+def pack(items: Sequence[Sequence[Any]], width: int) -> bytes:
     for item in items:
         if len(item) != width:
             raise BundleError(f"bundle item should have {width} fields, got {len(item)}")
-        for f in item:
-            parts.append(_LEN.pack(len(f)))
-            parts.append(f)
-    return b"".join(parts)
+    return MAGIC + msgpack.packb(items, use_bin_type=True)
 
 
-def unpack(data: bytes) -> Iterator[tuple[bytes, ...]]:
-    if data[:3] != MAGIC or len(data) < 4:
+def unpack(data: bytes, width: int) -> list[list[Any]]:
+    """The items of a bundle; BundleError when it is not one, or an item is not `width` wide."""
+    if data[:3] != MAGIC:
         raise BundleError("not a prefloop bundle (bad magic)")
-    width = data[3]
-    view = memoryview(data)
-    pos, end = 4, len(data)
-    item: list[bytes] = []
-    while pos < end:
-        if pos + 4 > end:
-            raise BundleError("truncated bundle")
-        (n,) = _LEN.unpack_from(data, pos)
-        pos += 4
-        if pos + n > end:
-            raise BundleError("truncated bundle")
-        item.append(bytes(view[pos:pos + n]))
-        pos += n
-        if len(item) == width:
-            yield tuple(item)
-            item = []
-    if item:
-        raise BundleError("bundle ends inside an item")
+    try:
+        items = msgpack.unpackb(memoryview(data)[3:], raw=False, use_list=True)
+    except Exception as exc:  # msgpack raises several types for truncated or corrupt input
+        raise BundleError(f"corrupt bundle: {type(exc).__name__}: {exc}") from None
+    if not isinstance(items, list) or any(not isinstance(item, list) or len(item) != width for item in items):
+        raise BundleError(f"bundle items should be arrays of {width} fields")
+    return items
 
 
 def chunks(items: list, max_bytes: int, size_of) -> Iterator[list]:

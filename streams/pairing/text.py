@@ -8,16 +8,13 @@ than the rest of an action's processing.
 from __future__ import annotations
 
 import math
-import re
 
 from rapidfuzz.distance import Levenshtein
-
-_WS = re.compile(r"\s+")
 
 
 def normalise(text: str) -> str:
     """Case-folded, whitespace-collapsed, stripped: the form the quality rules compare."""
-    return _WS.sub(" ", text.strip().casefold())
+    return " ".join(text.casefold().split())
 
 
 def levenshtein(a: str, b: str) -> int:

@@ -9,8 +9,9 @@ bundles of a table into one insert.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from schemas import Action, PreferencePair, Response
 from streams import wire
@@ -72,7 +73,7 @@ def row_time(ms: int) -> str:
 
 
 def row_json(row: list[Any]) -> bytes:
-    return json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(row)
 
 
 def read_bundle(data: bytes) -> tuple[str, bytes, int]:

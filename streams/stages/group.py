@@ -8,10 +8,12 @@ Output: pair candidates (bundled per pairs partition, to stage C), analytics row
 whose references never appear in the group (`unknown_reference`).
 
 Crash safety, per batch: (1) apply every event to the in-memory groups, (2) send candidates,
-rows and dead letters and wait for the broker's acks, (3) only then write the changed groups
-to the changelog. A crash before (3) replays the batch onto the older state and re-sends the
-same candidates, which stage C drops by pair_id; a crash after (3) lost nothing because the
-outputs were already acknowledged. Offsets are committed by Faust after the producer flush.
+rows and dead letters, (3) mark the changed groups dirty. Before the next offset commit the
+pipeline waits for the acks of every send (`Runtime.settle`) and only then writes the dirty
+groups to the changelog (`Runtime.write_dirty`). A crash before that replays the input since
+the last commit onto the older state and re-sends the same candidates, which stage C drops
+by pair_id; a crash after it lost nothing because the outputs were already acknowledged.
+Offsets are committed by Faust after the producer flush.
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ from streams.dlq import UNKNOWN_REFERENCE, Rejected, dead_letter, decode_as
 from streams.pairing.group import PairDraft, PromptGroup, RuleSettings
 from streams.pairing.quality import QualityRules
 from streams.pairing.text import normalised_distance
-from streams.runtime import BatchStage, INDEX_KEY, Runtime, fatal, partition_for, wait_all
+from streams.runtime import BatchStage, INDEX_KEY, Runtime, fatal, partition_for
 from streams.sinks import rows
 from streams.sinks.rows import row_json, send_rows
-from streams.stages.resolve import INDEXED_FIELDS, action_from_json
+from streams.stages.resolve import ACTION_WIDTH, INDEXED_FIELDS, action_from_item
 
 log = logging.getLogger("prefloop.streams.group")
 
+WRAPPERS_MAX = 100_000  # PromptGroup wrappers cached across batches
 CANDIDATE_FIELDS = 3  # pair_id, Avro PreferencePair, its preference_pairs row as JSON
 # SET every index key with its value and the TTL (last ARGV) in one round trip.
 INDEX_SCRIPT = """
@@ -70,6 +73,22 @@ class GroupStage(BatchStage):
         self._index_script = None
         self.holding: set[str] = set()  # prompt groups with held actions (the sweep's short list)
         self._last_full_scan = 0.0
+        # PromptGroup wrappers kept across batches (building one indexes its state's lists);
+        # valid while the table still holds the very state dict they wrap.
+        self._wrappers: dict[str, PromptGroup] = {}
+
+    def on_revoked(self) -> None:
+        self.read.clear()
+        self._wrappers.clear()
+
+    def _wrap(self, prompt_id: str, state: dict[str, Any] | None) -> PromptGroup:
+        group = self._wrappers.get(prompt_id)
+        if group is None or state is None or group.state is not state:
+            group = PromptGroup(prompt_id, state, self.rules)
+            if len(self._wrappers) >= WRAPPERS_MAX:
+                del self._wrappers[next(iter(self._wrappers))]  # the oldest; rebuilt when needed
+            self._wrappers[prompt_id] = group
+        return group
 
     # --- batch ---------------------------------------------------------------------------------------
     async def process(self, events: Sequence[Any]) -> None:
@@ -85,7 +104,7 @@ class GroupStage(BatchStage):
                 await self._response(batch, msg.value, msg.partition, msg.offset, now)
             else:
                 try:
-                    items = list(wire.unpack(msg.value))
+                    items = wire.unpack(msg.value, ACTION_WIDTH)
                 except wire.BundleError as exc:
                     log.error("skipping corrupt bundle at %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
                     continue
@@ -98,7 +117,7 @@ class GroupStage(BatchStage):
     def _group(self, batch: Batch, prompt_id: str, partition: int) -> PromptGroup:
         hit = batch.groups.get(prompt_id)
         if hit is None:
-            group = PromptGroup(prompt_id, self.rt.groups.data.get(prompt_id), self.rules)
+            group = self._wrap(prompt_id, self.rt.groups.data.get(prompt_id))
             group.state["pt"] = partition  # the sweep needs it outside any event
             batch.groups[prompt_id] = (group, partition)
             return group
@@ -131,20 +150,20 @@ class GroupStage(BatchStage):
             for entry, action in ready:
                 await self._apply(batch, group, action, entry, now)
 
-    async def _action(self, batch: Batch, item: tuple[bytes, ...], partition: int, now: int) -> None:
-        payload, src_p, src_o, arrived, prompt_id, fields = item
+    async def _action(self, batch: Batch, item: list[Any], partition: int, now: int) -> None:
+        payload, src_p, src_o, arrived, prompt_id = item[:5]
         try:
-            action = action_from_json(fields)
+            action = action_from_item(item)
         except (ValueError, TypeError) as exc:  # only a corrupt bundle gets here
             batch.futures.append(await self.rt.send_dead_letter(dead_letter(
-                contract.ACTIONS, int(src_p), int(src_o), "invalid", payload, f"corrupt forwarded action: {exc}", now),
+                contract.ACTIONS, src_p, src_o, "invalid", payload, f"corrupt forwarded action: {exc}", now),
                 "invalid"))
             return
-        group = self._group(batch, prompt_id.decode(), partition)
+        group = self._group(batch, prompt_id, partition)
         if group.seen(action.event_id):
             self.rt.stats.add("actions.duplicate")
             return
-        entry = {"e": action.event_id, "p": int(src_p), "o": int(src_o), "a": int(arrived)}
+        entry = {"e": action.event_id, "p": src_p, "o": src_o, "a": arrived}
         if group.missing_references(action):
             entry["b"] = base64.b64encode(payload).decode()
             group.hold(entry)
@@ -192,14 +211,13 @@ class GroupStage(BatchStage):
             if self._index_script is None:
                 self._index_script = rt.redis.register_script(INDEX_SCRIPT)
             ttl = int(rt.ss.index_ttl_s)
-            announce: dict[int, list[tuple[bytes, ...]]] = defaultdict(list)
+            announce: dict[int, list[list[Any]]] = defaultdict(list)
             keys, values = [], []
             for rid, where in batch.index.items():
                 keys.append(INDEX_KEY + rid)
                 values.append(where)
                 prompt_id, _, gp = where.partition("\t")
-                announce[partition_for(rid, rt.settings.actions_partitions)].append(
-                    (rid.encode(), prompt_id.encode(), gp.encode()))
+                announce[partition_for(rid, rt.settings.actions_partitions)].append([rid, prompt_id, int(gp)])
             for start in range(0, len(keys), 5000):
                 await self._index_script(keys=keys[start:start + 5000], args=[*values[start:start + 5000], ttl])
             # After the index write: an action that missed the index is held, and then released by this.
@@ -210,12 +228,12 @@ class GroupStage(BatchStage):
             items = list(pairs.items())
             for chunk in wire.chunks(items, wire.MAX_BUNDLE_BYTES, lambda it: len(it[1][0]) + len(it[1][1]) + 48):
                 futures.append(await rt.send(rt.candidates, None,
-                                             wire.pack([(pid.encode(), data, row) for pid, (data, row) in chunk],
+                                             wire.pack([[pid, data, row] for pid, (data, row) in chunk],
                                                        CANDIDATE_FIELDS), partition))
         futures.extend(await send_rows(rt, batch.rows))
-        await wait_all(futures)
+        rt.expect_acks(futures)
         for prompt_id, (group, partition) in batch.groups.items():
-            await rt.put(rt.groups, partition, prompt_id, group.state)
+            rt.stage_put(rt.groups, partition, prompt_id, group.state)
 
     # --- the sweep ------------------------------------------------------------------------------------
     async def sweep(self) -> None:
@@ -255,6 +273,8 @@ class GroupStage(BatchStage):
                     group.release({h["e"] for h in expired})
                 if batch.groups:
                     await self._flush(batch)
+                    await rt.settle()
+                    await rt.write_dirty(rt.groups)  # a sweep is not followed by an offset commit
             except Exception as exc:
                 fatal(exc, "group sweep")
 
@@ -262,6 +282,6 @@ class GroupStage(BatchStage):
         partition = state.get("pt")
         if partition is None or partition not in owned:
             return None, None
-        group = PromptGroup(prompt_id, state, self.rules)
+        group = self._wrap(prompt_id, state)
         batch.groups[prompt_id] = (group, partition)
         return group, partition

@@ -35,6 +35,7 @@ from streams import wire
 from streams.runtime import BatchStage, PAIR_IDS_KEY, PAIR_WM_KEY, PAIRS_TOTAL_KEY, Runtime, wait_all
 from streams.sinks import rows
 from streams.sinks.rows import send_json_rows, send_rows
+from streams.stages.group import CANDIDATE_FIELDS
 
 log = logging.getLogger("prefloop.streams.publish")
 
@@ -75,8 +76,8 @@ class PublishStage(BatchStage):
         by_partition: dict[int, dict[str, tuple[bytes, bytes]]] = defaultdict(dict)
         for event in events:
             try:
-                for pair_id, data, row in wire.unpack(event.value):
-                    by_partition[event.message.partition].setdefault(pair_id.decode(), (data, row))
+                for pair_id, data, row in wire.unpack(event.value, CANDIDATE_FIELDS):
+                    by_partition[event.message.partition].setdefault(pair_id, (data, row))
             except wire.BundleError as exc:
                 log.error("skipping corrupt candidate bundle at offset %d: %s", event.message.offset, exc)
         sent: dict[int, list[tuple[str, Any]]] = {}

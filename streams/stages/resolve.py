@@ -14,57 +14,59 @@ A sweep expires held actions after `orphan_ttl_s` (DLQ `expired_orphan`, and a
 `feedback_events` row with an empty prompt_id) and, as a safety net for producers that do not
 key actions by response_id, re-checks long-held ones against Redis every few seconds.
 
-Crash safety: forwards and dead letters are acknowledged by the broker before the pending
-entry that produced them is deleted, so a crash can repeat a forward (the group stage drops
-the repeat by event id) but never lose one.
+Crash safety: forwards and dead letters are acknowledged by the broker before the deletion of
+the pending entry that produced them reaches the changelog (`Runtime.settle`, then
+`write_dirty`), so a crash can repeat a forward (the group stage drops the repeat by event
+id) but never lose one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import time
 from collections import defaultdict
 from typing import Any, Sequence
 
 from prefloop import topics as contract
-from schemas import Action
+from schemas import Action, ActionKind
 from streams import wire
 from streams.batching import records
 from streams.dlq import EXPIRED_ORPHAN, Rejected, dead_letter, decode_as
-from streams.runtime import BatchStage, INDEX_KEY, Runtime, fatal, wait_all
+from streams.runtime import BatchStage, INDEX_KEY, Runtime, fatal
 from streams.sinks import rows
 
 log = logging.getLogger("prefloop.streams.resolve")
 
-ACTION_FIELDS = 6  # payload, source partition, source offset, arrived_ms, prompt_id, action as a JSON list
 INDEXED_FIELDS = 3  # response_id, prompt_id, group partition
 RECHECK_S = 5.0  # safety-net Redis re-check of held actions
 
-
-ACTION_JSON_FIELDS = ("event_id", "occurred_at", "response_id", "user_id", "rating", "edited_text",
-                      "rejected_response_id")
-
-
-def action_json(action: Action) -> bytes:
-    """The decoded action as a compact JSON list, so the group stage need not decode Avro again."""
-    return json.dumps([action.kind.value, *(getattr(action, f) for f in ACTION_JSON_FIELDS)],
-                      separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def action_from_json(data: bytes) -> Action:
-    kind, *values = json.loads(data)
-    return Action(kind=kind, **dict(zip(ACTION_JSON_FIELDS, values)))
+# A forwarded action: its Avro payload and source coordinates (for dead letters and rows), when
+# it arrived, its prompt_id, then the decoded fields, so the group stage need not decode Avro again.
+ACTION_FIELDS = ("kind", "event_id", "occurred_at", "response_id", "user_id", "rating", "edited_text",
+                 "rejected_response_id")
+ACTION_WIDTH = 5 + len(ACTION_FIELDS)
 
 
 def action_item(payload: bytes, partition: int, offset: int, arrived_ms: int, prompt_id: str,
-                action: Action | None = None) -> tuple[bytes, ...]:
+                action: Action | None = None) -> list[Any]:
     if action is None:
         action = decode_as(payload, Action)
-    return (payload, str(partition).encode(), str(offset).encode(), str(arrived_ms).encode(), prompt_id.encode(),
-            action_json(action))
+    return [payload, partition, offset, arrived_ms, prompt_id, action.kind.value, action.event_id,
+            action.occurred_at, action.response_id, action.user_id, action.rating, action.edited_text,
+            action.rejected_response_id]
+
+
+_KINDS = ActionKind._value2member_map_
+
+
+def action_from_item(item: list[Any]) -> Action:
+    """The action of a forwarded item (validated by this stage before it was forwarded)."""
+    kind, event_id, occurred_at, response_id, user_id, rating, edited_text, rejected_response_id = item[5:]
+    return Action.unchecked(kind=_KINDS.get(kind) or ActionKind(kind), event_id=event_id, occurred_at=occurred_at,
+                            response_id=response_id, user_id=user_id, rating=rating, edited_text=edited_text,
+                            rejected_response_id=rejected_response_id)
 
 
 class ResolveStage(BatchStage):
@@ -75,6 +77,12 @@ class ResolveStage(BatchStage):
         self.lock = asyncio.Lock()
         self._last_recheck = 0.0
         self.earliest_ms: float = float("inf")  # earliest arrival among held actions (a lower bound)
+        # Held actions decoded, by event id, so a release need not decode them again (memory only;
+        # entries recovered from the changelog are decoded on release).
+        self.decoded: dict[str, Action] = {}
+
+    def on_revoked(self) -> None:
+        self.decoded.clear()
 
     # --- the agent --------------------------------------------------------------------------------
     async def process(self, events: Sequence[Any]) -> None:
@@ -89,8 +97,8 @@ class ResolveStage(BatchStage):
         for msg in msgs:
             if msg.topic != contract.ACTIONS:
                 try:
-                    for rid, prompt_id, gp in wire.unpack(msg.value):
-                        located[rid.decode()] = (prompt_id.decode(), int(gp))
+                    for rid, prompt_id, gp in wire.unpack(msg.value, INDEXED_FIELDS):
+                        located[rid] = (prompt_id, gp)
                 except wire.BundleError as exc:
                     log.error("skipping corrupt announcement bundle at offset %d: %s", msg.offset, exc)
                 continue
@@ -110,7 +118,7 @@ class ResolveStage(BatchStage):
                 if where is not None:
                     prompt_id, _, gp = where.decode().partition("\t")
                     located[rid] = (prompt_id, int(gp))
-        forwards: dict[int, list[tuple[bytes, ...]]] = defaultdict(list)
+        forwards: dict[int, list[list[Any]]] = defaultdict(list)
         held: dict[str, tuple[int, list[dict[str, Any]]]] = {}
         for action, payload, partition, offset in actions:
             where = located.get(action.response_id)
@@ -124,6 +132,7 @@ class ResolveStage(BatchStage):
             if all(e["e"] != action.event_id for e in entries):
                 entries.append({"e": action.event_id, "b": base64.b64encode(payload).decode(), "p": partition,
                                 "o": offset, "a": now})
+                self.decoded[action.event_id] = action
                 self.earliest_ms = min(self.earliest_ms, now)
         released: list[tuple[str, int]] = []
         for rid, (prompt_id, gp) in located.items():
@@ -136,23 +145,24 @@ class ResolveStage(BatchStage):
                     continue
                 partition = entries[0]["p"]
             for e in entries:
-                forwards[gp].append(action_item(base64.b64decode(e["b"]), e["p"], e["o"], e["a"], prompt_id))
+                forwards[gp].append(action_item(base64.b64decode(e["b"]), e["p"], e["o"], e["a"], prompt_id,
+                                                self.decoded.pop(e["e"], None)))
             if rid in rt.pending.data:
                 released.append((rid, partition))
         futures.extend(await self._forward(forwards))
-        await wait_all(futures)
+        rt.expect_acks(futures)
         for key, (partition, entries) in held.items():
-            await rt.put(rt.pending, partition, key, entries)
+            rt.stage_put(rt.pending, partition, key, entries)
         for key, partition in released:
-            await rt.delete(rt.pending, partition, key)
+            rt.stage_delete(rt.pending, partition, key)
         rt.stats.add("actions.held", sum(len(e) for _, e in held.values()))
 
-    async def _forward(self, forwards: dict[int, list[tuple[bytes, ...]]]) -> list:
+    async def _forward(self, forwards: dict[int, list[list[Any]]]) -> list:
         rt = self.rt
         futures = []
         for partition, items in forwards.items():
-            for chunk in wire.chunks(items, wire.MAX_BUNDLE_BYTES, lambda it: len(it[0]) + 64):
-                futures.append(await rt.send(rt.resolved_actions, None, wire.pack(chunk, ACTION_FIELDS), partition))
+            for chunk in wire.chunks(items, wire.MAX_BUNDLE_BYTES, lambda it: 2 * len(it[0]) + 96):
+                futures.append(await rt.send(rt.resolved_actions, None, wire.pack(chunk, ACTION_WIDTH), partition))
             rt.stats.add("actions.forwarded", len(items))
         return futures
 
@@ -193,14 +203,14 @@ class ResolveStage(BatchStage):
             for start in range(0, len(entries), 10000):
                 chunk = entries[start:start + 10000]
                 located[start:start + len(chunk)] = await rt.redis.mget([INDEX_KEY + key for key, _, _ in chunk])
-        forwards: dict[int, list[tuple[bytes, ...]]] = defaultdict(list)
+        forwards: dict[int, list[list[Any]]] = defaultdict(list)
         futures, analytics, done, kept = [], [], [], []
         for (key, partition, held), where in zip(entries, located):
             if where is not None:
                 prompt_id, _, group_partition = where.decode().partition("\t")
                 for e in held:
-                    forwards[int(group_partition)].append(
-                        action_item(base64.b64decode(e["b"]), e["p"], e["o"], e["a"], prompt_id))
+                    forwards[int(group_partition)].append(action_item(
+                        base64.b64decode(e["b"]), e["p"], e["o"], e["a"], prompt_id, self.decoded.pop(e["e"], None)))
                 done.append((key, partition))
                 continue
             if not may_expire:
@@ -208,6 +218,7 @@ class ResolveStage(BatchStage):
             remaining = []
             for e in held:
                 if rt.expired(e["a"], now):
+                    self.decoded.pop(e["e"], None)
                     payload = base64.b64decode(e["b"])
                     detail = f"response {key} did not arrive within {rt.ss.orphan_ttl_s:g}s"
                     futures.append(await rt.send_dead_letter(
@@ -222,12 +233,14 @@ class ResolveStage(BatchStage):
         futures.extend(await self._forward(forwards))
         if analytics:
             futures.extend(await rows.send_rows(rt, {"feedback_events": analytics}))
-        await wait_all(futures)
+        rt.expect_acks(futures)
         for key, partition in done:
-            await rt.delete(rt.pending, partition, key)
+            rt.stage_delete(rt.pending, partition, key)
         for key, partition, remaining in kept:
             if remaining:
-                await rt.put(rt.pending, partition, key, remaining)
+                rt.stage_put(rt.pending, partition, key, remaining)
             else:
-                await rt.delete(rt.pending, partition, key)
+                rt.stage_delete(rt.pending, partition, key)
+        await rt.settle()
+        await rt.write_dirty(rt.pending)  # a sweep is not followed by an offset commit
         self.earliest_ms = min((e["a"] for v in rt.pending.data.values() if v for e in v), default=float("inf"))

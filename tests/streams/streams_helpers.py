@@ -208,6 +208,8 @@ def diagnose_missing(settings: Settings, records: list, missing: set[str], app_i
     from schemas import pair_hash as _pair_hash
     from streams import wire
     from streams.pairing.group import PromptGroup, RuleSettings
+    from streams.stages.group import CANDIDATE_FIELDS
+    from streams.stages.resolve import ACTION_WIDTH, INDEXED_FIELDS, action_from_item
 
     responses = {r.response_id: r for r in records if isinstance(r, Response)}
     groups: dict[str, PromptGroup] = {}
@@ -225,19 +227,22 @@ def diagnose_missing(settings: Settings, records: list, missing: set[str], app_i
                 culprits[h] = a
     forwarded = set()
     for r in read_topic(settings, f"{app_id}-resolved-actions"):
-        for item in wire.unpack(r.value):
-            forwarded.add(_json.loads(item[5])[1])
+        for item in wire.unpack(r.value, ACTION_WIDTH):
+            forwarded.add(action_from_item(item).event_id)
     candidates = set()
     for r in read_topic(settings, f"{app_id}-pair-candidates"):
-        for pid, *_ in wire.unpack(r.value):
-            candidates.add(pid.decode())
+        for pid, *_ in wire.unpack(r.value, CANDIDATE_FIELDS):
+            candidates.add(pid)
     announced = set()
     for r in read_topic(settings, f"{app_id}-indexed-responses"):
-        for rid, *_ in wire.unpack(r.value):
-            announced.add(rid.decode())
+        for rid, *_ in wire.unpack(r.value, INDEXED_FIELDS):
+            announced.add(rid)
     pending: dict[str, Any] = {}
     for r in read_topic(settings, f"{app_id}-pending-actions-changelog"):
         pending[_json.loads(r.key)] = None if r.value is None else _json.loads(r.value)
+    group_state: dict[str, Any] = {}
+    for r in read_topic(settings, f"{app_id}-prompt-groups-changelog"):
+        group_state[_json.loads(r.key)] = None if r.value is None else _json.loads(r.value)
     actions_topic = {}
     for r in read_topic(settings, topics.ACTIONS):
         try:
@@ -246,10 +251,27 @@ def diagnose_missing(settings: Settings, records: list, missing: set[str], app_i
             continue
         if isinstance(rec, Action):
             actions_topic.setdefault(rec.event_id, (r.partition, r.offset))
+    dead: dict[tuple[int, int], str] = {}
+    for r in read_topic(settings, topics.DLQ):
+        try:
+            letter = decode(r.value)
+        except Exception:
+            continue
+        if getattr(letter, "source_topic", None) == topics.ACTIONS:
+            dead[(letter.source_partition, letter.source_offset)] = letter.reason
+    import redis as _redis
+
+    from streams.runtime import INDEX_KEY, PAIR_IDS_KEY, partition_for
+
+    index = _redis.Redis.from_url(settings.redis_dsn)
     lines = []
     for h, a in list(culprits.items())[:10]:
         lines.append(f"pair {h[:8]} {a.kind.value} event {a.event_id[:8]} response {a.response_id} "
                      f"at actions{actions_topic.get(a.event_id)} forwarded={a.event_id in forwarded} "
                      f"candidate={h in candidates} announced={a.response_id in announced} "
-                     f"pending={'live' if pending.get(a.response_id) else ('deleted' if a.response_id in pending else 'never')}")
+                     f"pending={'live' if pending.get(a.response_id) else ('deleted' if a.response_id in pending else 'never')} "
+                     f"dlq={dead.get(actions_topic.get(a.event_id))} index={index.get(INDEX_KEY + a.response_id)} "
+                     f"in_group_state={a.response_id in ((group_state.get(responses[a.response_id].prompt_id) or {}).get('r') or {})} "
+                     f"group_seen={a.event_id in ((group_state.get(responses[a.response_id].prompt_id) or {}).get('s') or [])} "
+                     f"recorded={index.sismember(PAIR_IDS_KEY + str(partition_for(h, settings.pairs_partitions)), h)}")
     return "\n".join(lines)

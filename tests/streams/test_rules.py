@@ -201,13 +201,17 @@ def test_normalised_distance_bounds():
 
 
 # --- bundles ---------------------------------------------------------------------------------------------
-def test_bundles_round_trip_and_reject_garbage():
-    items = [(b"a", b""), (b"\x00" * 300, b"x")]
-    assert list(wire.unpack(wire.pack(items, 2))) == items
-    with pytest.raises(wire.BundleError):
-        list(wire.unpack(b"garbage"))
-    with pytest.raises(wire.BundleError):
-        list(wire.unpack(wire.pack(items, 2)[:-1]))
+def test_bundles_round_trip_typed_fields_and_reject_garbage():
+    items = [[b"a", "", 7, None], [b"\x00" * 300, "x\u00e9", -1, 0.5]]
+    assert wire.unpack(wire.pack(items, 4), 4) == items
+    with pytest.raises(wire.BundleError, match="bad magic"):
+        wire.unpack(b"garbage", 4)
+    with pytest.raises(wire.BundleError, match="corrupt bundle"):
+        wire.unpack(wire.pack(items, 4)[:-1], 4)
+    with pytest.raises(wire.BundleError, match="arrays of 3 fields"):
+        wire.unpack(wire.pack(items, 4), 3)
+    with pytest.raises(wire.BundleError, match="should have 4 fields, got 3"):
+        wire.pack([[1, 2, 3]], 4)
 
 
 def test_pair_id_is_the_content_hash():
@@ -228,3 +232,58 @@ def test_settings_validate_and_load_from_env(monkeypatch):
     assert (ss.thumbs_cap, ss.orphan_ttl_s) == (7, 25.5)
     with pytest.raises(ConfigError, match="orphan_ttl_s"):
         StreamsSettings(orphan_ttl_s=5, session_timeout_s=10)
+
+
+# --- partitioning and deferred table writes ---------------------------------------------------------
+def test_partition_for_is_kafkas_murmur2_partitioner():
+    """The Java client's test vectors (signed murmur2 with Kafka's seed), and aiokafka's pure-Python murmur2."""
+    import ctypes
+    import random
+
+    from aiokafka.partitioner import murmur2
+    from murmurhash2 import murmurhash2
+
+    from streams.runtime import KAFKA_MURMUR2_SEED, partition_for
+
+    vectors = {"21": -973932308, "foobar": -790332482, "a-little-bit-long-string": -985981536,
+               "a-little-bit-longer-string": -1486304829, "abc": 479470107,
+               "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971}
+    for key, signed in vectors.items():
+        assert ctypes.c_int32(murmurhash2(key.encode(), KAFKA_MURMUR2_SEED)).value == signed
+        assert partition_for(key, 12) == (signed & 0x7FFFFFFF) % 12
+    rng = random.Random(7)
+    for _ in range(2000):
+        key = "".join(rng.choice("abcdef0123456789-é") for _ in range(rng.randint(0, 40)))
+        assert partition_for(key, 8) == (murmur2(key.encode()) & 0x7FFFFFFF) % 8
+
+
+def test_deferred_table_writes_send_each_dirty_key_once_and_skip_short_lived_keys():
+    import asyncio
+    import json
+    from types import SimpleNamespace
+
+    from streams.runtime import Runtime, Stats
+
+    sent = []
+
+    async def send(topic, key, value, partition=None):
+        sent.append((topic, json.loads(key), None if value is None else json.loads(value), partition))
+        return asyncio.get_running_loop().create_future()
+
+    rt = Runtime.__new__(Runtime)
+    rt.stats, rt._dirty, rt._created, rt._unacked, rt.send = Stats(), {}, {}, [], send
+    table = SimpleNamespace(name="t", data={"old": [1], "gone": [2]},
+                            changelog_topic=SimpleNamespace(get_topic_name=lambda: "t-changelog"))
+    rt.stage_put(table, 3, "old", [1, 2])
+    rt.stage_put(table, 3, "old", [1, 2, 3])  # twice in one interval: written once, last value
+    rt.stage_delete(table, 5, "gone")  # existed before: needs a tombstone
+    rt.stage_put(table, 1, "brief", [9])
+    rt.stage_delete(table, 1, "brief")  # created and deleted between writes: the changelog never had it
+    rt.stage_put(table, 2, "new", {"a": "é"})
+    assert asyncio.run(rt.write_dirty(table)) == 3
+    assert sorted(sent, key=str) == sorted([("t-changelog", "old", [1, 2, 3], 3), ("t-changelog", "gone", None, 5),
+                                            ("t-changelog", "new", {"a": "é"}, 2)], key=str)
+    sent.clear()
+    assert asyncio.run(rt.write_dirty(table)) == 0 and sent == []  # nothing dirty any more
+    rt.stage_delete(table, 2, "new")  # written by the last write_dirty, so deleting it needs a tombstone
+    assert asyncio.run(rt.write_dirty(table)) == 1 and sent == [("t-changelog", "new", None, 2)]
