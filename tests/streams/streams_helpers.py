@@ -229,10 +229,10 @@ def diagnose_missing(settings: Settings, records: list, missing: set[str], app_i
     for r in read_topic(settings, f"{app_id}-resolved-actions"):
         for item in wire.unpack(r.value, ACTION_WIDTH):
             forwarded.add(action_from_item(item).event_id)
-    candidates = set()
+    candidates: dict[str, tuple[int, int]] = {}
     for r in read_topic(settings, f"{app_id}-pair-candidates"):
         for pid, *_ in wire.unpack(r.value, CANDIDATE_FIELDS):
-            candidates.add(pid)
+            candidates.setdefault(pid, (r.partition, r.offset))
     announced = set()
     for r in read_topic(settings, f"{app_id}-indexed-responses"):
         for rid, *_ in wire.unpack(r.value, INDEXED_FIELDS):
@@ -268,7 +268,7 @@ def diagnose_missing(settings: Settings, records: list, missing: set[str], app_i
     for h, a in list(culprits.items())[:10]:
         lines.append(f"pair {h[:8]} {a.kind.value} event {a.event_id[:8]} response {a.response_id} "
                      f"at actions{actions_topic.get(a.event_id)} forwarded={a.event_id in forwarded} "
-                     f"candidate={h in candidates} announced={a.response_id in announced} "
+                     f"candidate={candidates.get(h)} announced={a.response_id in announced} "
                      f"pending={'live' if pending.get(a.response_id) else ('deleted' if a.response_id in pending else 'never')} "
                      f"dlq={dead.get(actions_topic.get(a.event_id))} index={index.get(INDEX_KEY + a.response_id)} "
                      f"in_group_state={a.response_id in ((group_state.get(responses[a.response_id].prompt_id) or {}).get('r') or {})} "
