@@ -134,10 +134,8 @@ class Pipeline:
         are acknowledged (called before every offset commit; see streams/runtime.py)."""
         try:
             async with self.resolve.lock:
-                await self.rt.settle()
                 await self.rt.write_dirty(self.rt.pending)
             async with self.group.lock:
-                await self.rt.settle()
                 await self.rt.write_dirty(self.rt.groups)
         except Exception as exc:
             fatal(exc, "state write before commit")

@@ -13,9 +13,9 @@ commit interval is written once instead of ten times, and an action held and rel
 the interval is never written at all.
 
 Acks are deferred the same way: a stage hands its sends' futures to `expect_acks` and goes on
-to its next batch; `settle` waits for all of them, and runs before every `write_dirty`, so
-state never reaches the changelog ahead of the outputs it produced. Offsets need no more:
-Faust flushes the producer before it commits.
+to its next batch; `write_dirty` first waits for all of them (`settle`), so state never
+reaches the changelog ahead of the outputs it produced. Offsets need no more: Faust flushes
+the producer before it commits.
 """
 
 from __future__ import annotations
@@ -162,11 +162,13 @@ class Runtime:
         await wait_all(futures)
 
     async def write_dirty(self, table: faust.Table) -> int:
-        """Send the current value of every dirty key of `table` (a tombstone for deleted ones).
+        """Once every expected ack is in (`settle`), send the current value of every dirty key
+        of `table` (a tombstone for deleted ones).
 
-        Call only between batches of the stage that owns the table (under its lock), after
-        `settle`: every output of the changes being written is then acknowledged by the broker.
+        Call only between batches of the stage that owns the table (under its lock), so every
+        output of the changes being written is among the acknowledged sends.
         """
+        await self.settle()
         dirty = self._dirty.pop(table.name, None)
         created = self._created.pop(table.name, set())
         if not dirty:

@@ -9,8 +9,8 @@ whose references never appear in the group (`unknown_reference`).
 
 Crash safety, per batch: (1) apply every event to the in-memory groups, (2) send candidates,
 rows and dead letters, (3) mark the changed groups dirty. Before the next offset commit the
-pipeline waits for the acks of every send (`Runtime.settle`) and only then writes the dirty
-groups to the changelog (`Runtime.write_dirty`). A crash before that replays the input since
+pipeline writes the dirty groups to the changelog (`Runtime.write_dirty`), which first waits
+for the acks of every send. A crash before that replays the input since
 the last commit onto the older state and re-sends the same candidates, which stage C drops
 by pair_id; a crash after it lost nothing because the outputs were already acknowledged.
 Offsets are committed by Faust after the producer flush.
@@ -273,7 +273,6 @@ class GroupStage(BatchStage):
                     group.release({h["e"] for h in expired})
                 if batch.groups:
                     await self._flush(batch)
-                    await rt.settle()
                     await rt.write_dirty(rt.groups)  # a sweep is not followed by an offset commit
             except Exception as exc:
                 fatal(exc, "group sweep")

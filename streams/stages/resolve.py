@@ -15,8 +15,8 @@ A sweep expires held actions after `orphan_ttl_s` (DLQ `expired_orphan`, and a
 key actions by response_id, re-checks long-held ones against Redis every few seconds.
 
 Crash safety: forwards and dead letters are acknowledged by the broker before the deletion of
-the pending entry that produced them reaches the changelog (`Runtime.settle`, then
-`write_dirty`), so a crash can repeat a forward (the group stage drops the repeat by event
+the pending entry that produced them reaches the changelog (`Runtime.write_dirty` settles the
+acks first), so a crash can repeat a forward (the group stage drops the repeat by event
 id) but never lose one.
 """
 
@@ -218,13 +218,12 @@ class ResolveStage(BatchStage):
             remaining = []
             for e in held:
                 if rt.expired(e["a"], now):
-                    self.decoded.pop(e["e"], None)
                     payload = base64.b64decode(e["b"])
                     detail = f"response {key} did not arrive within {rt.ss.orphan_ttl_s:g}s"
                     futures.append(await rt.send_dead_letter(
                         dead_letter(contract.ACTIONS, e["p"], e["o"], EXPIRED_ORPHAN, payload, detail, now),
                         EXPIRED_ORPHAN))
-                    action = decode_as(payload, Action)
+                    action = self.decoded.pop(e["e"], None) or decode_as(payload, Action)
                     analytics.append(rows.action_event(action, e["p"], e["o"]))
                 else:
                     remaining.append(e)
@@ -241,6 +240,5 @@ class ResolveStage(BatchStage):
                 rt.stage_put(rt.pending, partition, key, remaining)
             else:
                 rt.stage_delete(rt.pending, partition, key)
-        await rt.settle()
         await rt.write_dirty(rt.pending)  # a sweep is not followed by an offset commit
         self.earliest_ms = min((e["a"] for v in rt.pending.data.values() if v for e in v), default=float("inf"))
