@@ -16,19 +16,32 @@ acks every offset of the batch at once, so a batch is committed all or nothing, 
 agent has processed it. Every other topic (internal bundles, changelogs) is delivered
 exactly as Faust does.
 
+It also closes a loss that Faust leaves open around rebalances: messages delivered into a
+stream buffer that Faust then clears, or that a stream skips (and acks) for a stale
+generation, were never processed, yet the read offset is past them, and Faust's seek back
+after recovery skips partitions that have no commit yet. Here such acks do not count, every
+buffer clear leads to a seek back before the next delivery (including partitions without a
+commit, to the beginning), and seeks never overlap a delivery.
+
 `App.before_commit`, when set, runs right before every offset commit: the pipeline writes
 its deferred table state there (streams/runtime.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 import faust
+from aiokafka.structs import TopicPartition
 from faust.serializers import codecs
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, Message
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 CODEC = "prefloop-batch"
 
@@ -58,45 +71,133 @@ codecs.register(CODEC, _PassThrough())
 
 
 class BatchingConsumer(aiokafka_driver.Consumer):
-    """Faust's aiokafka consumer, delivering each fetch of a batched topic-partition as one message."""
+    """Faust's aiokafka consumer, delivering each fetch of a batched topic-partition as one
+    message, and re-reading whatever a rebalance may have dropped (see `reread`)."""
+
+    _delivery_lock: asyncio.Lock | None = None
+    _seek_epoch = 0  # bumped by every seek of the stream partitions
+    _reread = False  # set when delivered messages may have been dropped unprocessed
+
+    @property
+    def delivery_lock(self) -> asyncio.Lock:
+        """Held while a fetch is delivered and while stream partitions are sought: never both."""
+        if self._delivery_lock is None:
+            self._delivery_lock = asyncio.Lock()
+        return self._delivery_lock
+
+    def reread(self) -> None:
+        """Seek the stream partitions back to their committed offsets before the next delivery.
+
+        Called whenever Faust clears the stream buffers (rebalances, recovery). Messages in those
+        buffers were delivered, so the read offset is past them, yet no stage saw them; the
+        same holds for messages a stream skips for a stale generation. Without a seek back
+        nothing would deliver them again, and a later commit would pass over them.
+        """
+        self._reread = True
+
+    async def perform_seek(self) -> None:
+        """Faust's seek to the committed offsets, made atomic with deliveries (`_seek_back`)."""
+        async with self.delivery_lock:
+            await self._seek_back()
+
+    async def _seek_back(self) -> None:
+        """Seek every assigned stream partition to its committed offset, or to the beginning
+        when it has none; forget the acks since (their messages are read again).
+
+        Unlike Faust's `perform_seek` (aiokafka's `seek_to_committed`), a partition whose
+        committed offset is missing or 0 is sought too: otherwise a worker that restarts
+        before its first commit keeps reading from wherever the fetcher had got to.
+        """
+        self._seek_epoch += 1
+        self._reread = False
+        changelogs = self.app.tables.changelog_topics
+        tps = [tp for tp in self.assignment() if tp.topic not in changelogs]
+        if not tps:
+            return
+        committed = await self._thread.call_thread(self._seek_committed_or_beginning, tps)
+        for tp, offset in committed.items():
+            self._read_offset[tp] = offset or None
+            self._committed_offset[tp] = offset or None
+            self._acked.pop(tp, None)
+            self._acked_index.pop(tp, None)
+            self._gap.pop(tp, None)
+
+    async def _seek_committed_or_beginning(self, tps: list[TP]) -> dict[TP, int | None]:
+        consumer = self._thread._ensure_consumer()
+        committed: dict[TP, int | None] = {}
+        uncommitted: list[TopicPartition] = []
+        for tp in tps:
+            ktp = TopicPartition(tp.topic, tp.partition)
+            offset = await consumer.committed(ktp)
+            committed[tp] = offset
+            if offset:
+                consumer.seek(ktp, offset)
+            else:
+                uncommitted.append(ktp)
+        if uncommitted:  # no commit yet: start where the reset policy (earliest) would
+            # An explicit offset rather than `seek_to_beginning`, which leaves the position
+            # unset until the next fetch (and Faust's livelock check reads it).
+            for ktp, offset in (await consumer.beginning_offsets(uncommitted)).items():
+                consumer.seek(ktp, offset)
+        return committed
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
-        """Faust's `getmany`, except that a batched topic-partition's records become one message."""
+        """Faust's `getmany`, except that a batched topic-partition's records become one message,
+        and that a fetch which overlapped a seek, or follows dropped deliveries, is not delivered
+        for the stream partitions: they are sought back to their committed offsets instead."""
+        epoch = self._seek_epoch
         records, active_partitions = await self._wait_next_records(timeout)
         if records is None or self.should_stop:
             return
-        if not self.flow_active:  # as Faust does: back to the committed offsets, deliver nothing
-            try:
-                await self.perform_seek()
-            except Exception as exc:
-                self.log.warning("exception performing seek when flow not active %r", exc)
-            return
-        app = self.app
-        batched = app.batch_topics
-        generation_id = app.consumer_generation_id
-        for tp, tp_records in records.items():
-            if not self.flow_active or app.consumer_generation_id != generation_id:
-                return  # a rebalance began: like Faust, deliver nothing more of this fetch
-            if not (active_partitions is None or tp in active_partitions or tp in self._buffered_partitions):
-                continue
-            app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-            if tp.topic not in batched:
-                for record in tp_records:
-                    yield tp, self._to_message(tp, record)
-                continue
-            read = self._read_offset[tp]
-            if read is not None:  # records before the read offset are stale (fetched before a seek)
-                tp_records = [r for r in tp_records if r.offset >= read]
-            if not tp_records:
-                continue
-            last = tp_records[-1]
-            # Faust's delivery loop registers a jump in offsets as a gap (acked ahead of time);
-            # the batch is acked as a whole instead (`ack`), so present it as the next offset.
-            self._read_offset[tp] = last.offset - 1
-            yield tp, _batch_message(tp, tp_records, generation_id)
+        async with self.delivery_lock:
+            if not self.flow_active:  # as Faust does: back to the committed offsets, deliver nothing
+                try:
+                    await self._seek_back()
+                except Exception as exc:
+                    self.log.warning("exception performing seek when flow not active %r", exc)
+                return
+            if self._reread or epoch != self._seek_epoch:
+                await self._seek_back()
+                changelogs = self.app.tables.changelog_topics
+                records = {tp: rs for tp, rs in records.items() if tp.topic in changelogs}
+            app = self.app
+            batched = app.batch_topics
+            generation_id = app.consumer_generation_id
+            for tp, tp_records in records.items():
+                if not self.flow_active or app.consumer_generation_id != generation_id:
+                    return  # a rebalance began: like Faust, deliver nothing more of this fetch
+                if not (active_partitions is None or tp in active_partitions or tp in self._buffered_partitions):
+                    continue
+                app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                if tp.topic not in batched:
+                    for record in tp_records:
+                        yield tp, self._to_message(tp, record)
+                    continue
+                read = self._read_offset[tp]
+                if read is not None:  # records before the read offset were delivered already
+                    tp_records = [r for r in tp_records if r.offset >= read]
+                if not tp_records:
+                    continue
+                last = tp_records[-1]
+                # Faust's delivery loop registers a jump in offsets as a gap (acked ahead of time);
+                # the batch is acked as a whole instead (`ack`), so present it as the next offset.
+                self._read_offset[tp] = last.offset - 1
+                yield tp, _batch_message(tp, tp_records, generation_id)
 
     def ack(self, message: Message) -> bool:
-        """Faust's ack; for a batch message, every offset from the batch's first record on."""
+        """Faust's ack; for a batch message, every offset from the batch's first record on.
+
+        A message of an older generation, or acked while flow control is suspended, is let go
+        without counting for commits: Faust's streams ack the messages they skip during a
+        rebalance, unprocessed. It is read again after the rebalance (`reread`).
+        """
+        app = self.app
+        if message.generation_id != app.consumer_generation_id or not app.flow_control.is_active():
+            with ack_lock:
+                message.acked = True
+                self._unacked_messages.discard(message)
+            notify(self._waiting_for_ack)
+            return False
         acked = super().ack(message)
         batch = message.value
         if acked and isinstance(batch, RecordBatch):
@@ -116,6 +217,20 @@ class BatchingConsumer(aiokafka_driver.Consumer):
         if hook is not None:
             await hook()
         return await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+
+
+class _RereadOnClear(FlowControlEvent):
+    """The app's flow control: clearing the stream buffers makes the consumer read again."""
+
+    def __init__(self, app: "BatchingApp", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._app = app
+
+    def clear(self) -> None:
+        super().clear()
+        consumer = self._app._consumer
+        if isinstance(consumer, BatchingConsumer):
+            consumer.reread()
 
 
 def _batch_message(tp: TP, records: list[Any], generation_id: int) -> Message:
@@ -139,6 +254,10 @@ class BatchingApp(faust.App):
 
     def _new_transport(self) -> BatchingTransport:
         return BatchingTransport(self.conf.broker_consumer, self)
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return _RereadOnClear(self, loop=self.loop)
 
     def batch_topic(self, *names: str, batched: Sequence[str]) -> faust.types.TopicT:
         """A topic over `names`: events of the `batched` ones carry a `RecordBatch`, the others bytes."""

@@ -215,14 +215,6 @@ def test_two_workers_give_the_same_pairs_and_counts_as_one(services, pipeline, s
         assert second.stop() == 0, second.log_tail()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug, open in issue 3: in about one run in three a restart after SIGKILL loses some pairs. "
-    "Run with --runxfail to see where each missing pair stopped: in different runs the loss is at each "
-    "stage (actions never forwarded, forwarded but never applied, candidates never published), so input "
-    "offsets get committed past records no stage processed. In the failing runs the restarted worker's "
-    "stages receive messages while Faust seeks the stream partitions after table recovery, and Faust's "
-    "consumer then drops their re-delivery as already read. Reproduced on the code before consumer "
-    "batching too; the exact path is not found yet."))
 def test_sigkill_mid_stream_loses_and_duplicates_nothing(services, pipeline, store, tag):
     w = mixed(tag, 300, duplicate_every=5)
     expected = w.expected_pairs()
