@@ -133,6 +133,7 @@ class Pipeline:
         """Deferred table state to the changelogs, between batches, once the outputs behind it
         are acknowledged (called before every offset commit; see streams/runtime.py)."""
         try:
+            await self.publish.settle()
             async with self.resolve.lock:
                 await self.rt.write_dirty(self.rt.pending)
             async with self.group.lock:
@@ -159,6 +160,7 @@ class Pipeline:
             log.info("worker %s ready (pid %d)", self.rt.worker_id, os.getpid())
 
     async def close(self) -> None:
+        await self.publish.settle()
         await self.publish.close()
         await self.rt.close()
 

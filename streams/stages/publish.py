@@ -6,14 +6,15 @@ partition count), so one worker owns every candidate of a given pair_id. For eac
 1. Recover p once per assignment: read feedback.pairs[p] from the Redis watermark
    `prefloop:pairs:wm:<p>` to its end and add every pair_id found to `prefloop:pairs:ids:<p>`.
    This catches pairs a crashed owner published but had not yet recorded.
-2. Drop candidates whose pair_id is in the set (SMISMEMBER, one round trip).
-3. Produce the rest to feedback.pairs[p] (key pair_id) and wait for the acks.
-4. Send their `preference_pairs` rows (from the very bytes published) to the analytics sink
-   and wait for the ack.
-5. Record them atomically (Lua): SADD the ids, move the watermark past the highest acked
-   offset, and add the number of new ids to `prefloop:pairs:total`.
+2. Drop candidates whose pair_id is in the set (SMISMEMBER, one round trip for all
+   partitions) or in flight from an earlier batch of this worker (in memory).
+3. Produce the rest to feedback.pairs[p] (key pair_id), and their `preference_pairs` rows
+   (from the very bytes published) to the analytics sink.
+4. In the background, so the next batch goes on meanwhile: wait for the acks of both.
+5. Then record them atomically (Lua): SADD the ids, move the watermark past the highest acked
+   offset, and add the number of new ids to `prefloop:pairs:total`. Batches record in order.
 
-Only then does Faust commit the candidates' offsets. The pairs topic is therefore the source
+Only then does Faust commit the candidates' offsets (`settle` runs before every commit). The pairs topic is therefore the source
 of truth and Redis an index of it with a watermark: a crash between 3 and 5 is repaired by 1
 on the next owner (which also re-sends the rows of the pairs it finds), so no pair is
 published twice and none is lost, on the topic or in ClickHouse. Redis losing its data is
@@ -32,12 +33,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prefloop import topics as contract
 from schemas import decode
 from streams import wire
-from streams.runtime import BatchStage, PAIR_IDS_KEY, PAIR_WM_KEY, PAIRS_TOTAL_KEY, Runtime, wait_all
+from streams.runtime import BatchStage, PAIR_IDS_KEY, PAIR_WM_KEY, PAIRS_TOTAL_KEY, Runtime, fatal, wait_all
 from streams.sinks import rows
 from streams.sinks.rows import send_json_rows, send_rows
 from streams.stages.group import CANDIDATE_FIELDS
 
 log = logging.getLogger("prefloop.streams.publish")
+
+MAX_IN_FLIGHT = 8  # batches whose acks and Redis records are still pending
 
 # KEYS: ids set, watermark, total. ARGV: new watermark, then ids. Returns how many ids were new.
 RECORD_SCRIPT = """
@@ -61,10 +64,13 @@ class PublishStage(BatchStage):
         self.recovered: set[int] = set()
         self._record = None
         self._reader: AIOKafkaConsumer | None = None
+        self.inflight: dict[int, set[str]] = defaultdict(set)  # pairs partition -> ids sent, not yet recorded
+        self.completions: list[asyncio.Future] = []  # background steps 4-5 of each batch, in order
 
     def on_revoked(self) -> None:
-        """Any partition may come back with pairs another worker published meanwhile."""
+        """Any partition may come back with pairs another worker published meanwhile (call after `settle`)."""
         self.recovered.clear()
+        self.inflight.clear()
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -72,6 +78,13 @@ class PublishStage(BatchStage):
             self._reader = None
 
     async def process(self, events: Sequence[Any]) -> None:
+        """Steps 2 and 3 for a batch, and its rows; steps 4-5 go on in the background (`_complete`).
+
+        The next batch need not wait for this one's acks and Redis writes: ids in flight are
+        checked in memory, and completions record in batch order (so the watermark never passes
+        an id not yet recorded). `settle` waits for them all; the pipeline calls it before every
+        offset commit, so a candidate's offset is committed only after its pair is recorded.
+        """
         rt = self.rt
         by_partition: dict[int, dict[str, tuple[bytes, bytes]]] = defaultdict(dict)
         for event in events:
@@ -80,28 +93,58 @@ class PublishStage(BatchStage):
                     by_partition[event.message.partition].setdefault(pair_id, (data, row))
             except wire.BundleError as exc:
                 log.error("skipping corrupt candidate bundle at offset %d: %s", event.message.offset, exc)
-        sent: dict[int, list[tuple[str, Any]]] = {}
-        for partition, pairs in by_partition.items():
+        for partition in by_partition:
             if partition not in self.recovered:
+                await self.settle()  # recovery reads the partition as recorded so far
                 await self.recover(partition)
-            ids = list(pairs)
-            present = await rt.redis.smismember(PAIR_IDS_KEY + str(partition), ids)
-            fresh = [pid for pid, seen in zip(ids, present) if not seen]
-            rt.stats.add("pairs.duplicate", len(ids) - len(fresh))
-            sent[partition] = [(pid, await rt.send(rt.pairs, pid.encode(), pairs[pid][0], partition)) for pid in fresh]
-        watermarks = {}
-        published = []
-        for partition, items in sent.items():
-            if items:
+        candidates = {p: [pid for pid in pairs if pid not in self.inflight[p]] for p, pairs in by_partition.items()}
+        async with rt.redis.pipeline(transaction=False) as pipe:
+            for partition, ids in candidates.items():
+                pipe.smismember(PAIR_IDS_KEY + str(partition), ids or [""])
+            present = await pipe.execute()
+        sent: dict[int, list[tuple[str, Any]]] = {}
+        published: list[bytes] = []
+        for (partition, ids), seen in zip(candidates.items(), present):
+            pairs = by_partition[partition]
+            fresh = [pid for pid, known in zip(ids, seen) if not known]
+            rt.stats.add("pairs.duplicate", len(pairs) - len(fresh))
+            if fresh:
+                self.inflight[partition].update(fresh)
+                sent[partition] = [(pid, await rt.send(rt.pairs, pid.encode(), pairs[pid][0], partition))
+                                   for pid in fresh]
+                published.extend(pairs[pid][1] for pid in fresh)
+        if not sent:
+            return
+        # Rows go out with the pairs; Redis records both only once every ack is in.
+        row_futures = await send_json_rows(rt, "preference_pairs", published)
+        self.completions = [c for c in self.completions if not c.done()]
+        if len(self.completions) >= MAX_IN_FLIGHT:  # backpressure: broker or Redis slower than us
+            await asyncio.shield(self.completions[0])
+        previous = self.completions[-1] if self.completions else None
+        self.completions.append(asyncio.ensure_future(self._complete(sent, row_futures, previous)))
+
+    async def _complete(self, sent: dict[int, list[tuple[str, Any]]], row_futures: list,
+                        previous: asyncio.Future | None) -> None:
+        try:
+            watermarks = {}
+            for partition, items in sent.items():
                 metadata = await wait_all(fut for _, fut in items)
                 watermarks[partition] = max(md.offset for md in metadata) + 1
-                published.extend(by_partition[partition][pid][1] for pid, _ in items)
-        if published:
-            await wait_all(await send_json_rows(rt, "preference_pairs", published))
-        for partition, watermark in watermarks.items():
-            ids = [pid for pid, _ in sent[partition]]
-            await self._store(partition, ids, watermark)
-            rt.stats.add("pairs.published", len(ids))
+            await wait_all(row_futures)
+            if previous is not None:
+                await asyncio.shield(previous)
+            for partition, watermark in watermarks.items():
+                ids = [pid for pid, _ in sent[partition]]
+                await self._store(partition, ids, watermark)
+                self.inflight[partition].difference_update(ids)
+                self.rt.stats.add("pairs.published", len(ids))
+        except Exception as exc:
+            fatal(exc, self.name)
+
+    async def settle(self) -> None:
+        """Wait until every pair sent so far is acknowledged and recorded in Redis."""
+        while not all(c.done() for c in self.completions):
+            await asyncio.shield(self.completions[-1])  # completes after every earlier one
 
     async def _send_rows(self, published: list[bytes]) -> None:
         """preference_pairs rows of these pairs, through the analytics sink; waits for the ack."""
