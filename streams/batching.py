@@ -109,12 +109,10 @@ class BatchingConsumer(aiokafka_driver.Consumer):
         before its first commit keeps reading from wherever the fetcher had got to.
         """
         self._seek_epoch += 1
-        self._reread = False
         changelogs = self.app.tables.changelog_topics
         tps = [tp for tp in self.assignment() if tp.topic not in changelogs]
-        if not tps:
-            return
-        committed = await self._thread.call_thread(self._seek_committed_or_beginning, tps)
+        committed = await self._thread.call_thread(self._seek_committed_or_beginning, tps) if tps else {}
+        self._reread = False
         for tp, offset in committed.items():
             self._read_offset[tp] = offset or None
             self._committed_offset[tp] = offset or None
@@ -143,46 +141,62 @@ class BatchingConsumer(aiokafka_driver.Consumer):
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         """Faust's `getmany`, except that a batched topic-partition's records become one message,
-        and that a fetch which overlapped a seek, or follows dropped deliveries, is not delivered
-        for the stream partitions: they are sought back to their committed offsets instead."""
+        and that stream partitions are sought back first when deliveries may have been dropped.
+
+        Nothing awaits between a fetch and its delivery (a seek by Faust's recovery in between
+        would make the fetched records stale). A fetch that overlapped a seek of the stream
+        partitions delivers only its changelog records; the stream partitions are sought back
+        before the next fetch and read again.
+        """
+        if self._reread and self.flow_active:
+            async with self.delivery_lock:
+                if self._reread:
+                    try:
+                        await self._seek_back()
+                    except Exception as exc:  # e.g. a rebalance began: retried before the next fetch
+                        self.log.warning("seek back to the committed offsets failed, will retry: %r", exc)
         epoch = self._seek_epoch
         records, active_partitions = await self._wait_next_records(timeout)
         if records is None or self.should_stop:
             return
-        async with self.delivery_lock:
-            if not self.flow_active:  # as Faust does: back to the committed offsets, deliver nothing
-                try:
-                    await self._seek_back()
-                except Exception as exc:
-                    self.log.warning("exception performing seek when flow not active %r", exc)
-                return
-            if self._reread or epoch != self._seek_epoch:
-                await self._seek_back()
-                changelogs = self.app.tables.changelog_topics
-                records = {tp: rs for tp, rs in records.items() if tp.topic in changelogs}
-            app = self.app
-            batched = app.batch_topics
-            generation_id = app.consumer_generation_id
-            for tp, tp_records in records.items():
-                if not self.flow_active or app.consumer_generation_id != generation_id:
-                    return  # a rebalance began: like Faust, deliver nothing more of this fetch
-                if not (active_partitions is None or tp in active_partitions or tp in self._buffered_partitions):
-                    continue
-                app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-                if tp.topic not in batched:
-                    for record in tp_records:
-                        yield tp, self._to_message(tp, record)
-                    continue
-                read = self._read_offset[tp]
-                if read is not None:  # records before the read offset were delivered already
-                    tp_records = [r for r in tp_records if r.offset >= read]
-                if not tp_records:
-                    continue
-                last = tp_records[-1]
-                # Faust's delivery loop registers a jump in offsets as a gap (acked ahead of time);
-                # the batch is acked as a whole instead (`ack`), so present it as the next offset.
-                self._read_offset[tp] = last.offset - 1
-                yield tp, _batch_message(tp, tp_records, generation_id)
+        if not self.flow_active:  # as Faust does: back to the committed offsets, deliver nothing
+            self._reread = True
+            return
+        if self._reread or epoch != self._seek_epoch or self.delivery_lock.locked():
+            self._reread = True
+            changelogs = self.app.tables.changelog_topics
+            records = {tp: rs for tp, rs in records.items() if tp.topic in changelogs}
+            async for item in self._deliver(records, active_partitions):
+                yield item
+            return
+        async with self.delivery_lock:  # free, so taken at once: a seek waits until this fetch is delivered
+            async for item in self._deliver(records, active_partitions):
+                yield item
+
+    async def _deliver(self, records: Any, active_partitions: set[TP] | None) -> AsyncIterator[tuple[TP, Message]]:
+        app = self.app
+        batched = app.batch_topics
+        generation_id = app.consumer_generation_id
+        for tp, tp_records in records.items():
+            if not self.flow_active or app.consumer_generation_id != generation_id:
+                return  # a rebalance began: like Faust, deliver nothing more of this fetch
+            if not (active_partitions is None or tp in active_partitions or tp in self._buffered_partitions):
+                continue
+            app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+            if tp.topic not in batched:
+                for record in tp_records:
+                    yield tp, self._to_message(tp, record)
+                continue
+            read = self._read_offset[tp]
+            if read is not None:  # records before the read offset were delivered already
+                tp_records = [r for r in tp_records if r.offset >= read]
+            if not tp_records:
+                continue
+            last = tp_records[-1]
+            # Faust's delivery loop registers a jump in offsets as a gap (acked ahead of time);
+            # the batch is acked as a whole instead (`ack`), so present it as the next offset.
+            self._read_offset[tp] = last.offset - 1
+            yield tp, _batch_message(tp, tp_records, generation_id)
 
     def ack(self, message: Message) -> bool:
         """Faust's ack; for a batch message, every offset from the batch's first record on.
