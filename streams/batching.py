@@ -30,6 +30,7 @@ its deferred table state there (streams/runtime.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
@@ -162,14 +163,13 @@ class BatchingConsumer(aiokafka_driver.Consumer):
         if not self.flow_active:  # as Faust does: back to the committed offsets, deliver nothing
             self._reread = True
             return
+        guard: Any = self.delivery_lock  # free, so taken at once: a seek waits until this fetch is delivered
         if self._reread or epoch != self._seek_epoch or self.delivery_lock.locked():
             self._reread = True
             changelogs = self.app.tables.changelog_topics
             records = {tp: rs for tp, rs in records.items() if tp.topic in changelogs}
-            async for item in self._deliver(records, active_partitions):
-                yield item
-            return
-        async with self.delivery_lock:  # free, so taken at once: a seek waits until this fetch is delivered
+            guard = contextlib.nullcontext()  # changelog records only: no seek of ours touches them
+        async with guard:
             async for item in self._deliver(records, active_partitions):
                 yield item
 

@@ -10,9 +10,9 @@ whose references never appear in the group (`unknown_reference`).
 Crash safety, per batch: (1) apply every event to the in-memory groups, (2) send candidates,
 rows and dead letters, (3) mark the changed groups dirty. Before the next offset commit the
 pipeline writes the dirty groups to the changelog (`Runtime.write_dirty`), which first waits
-for the acks of every send. A crash before that replays the input since
-the last commit onto the older state and re-sends the same candidates, which stage C drops
-by pair_id; a crash after it lost nothing because the outputs were already acknowledged.
+for the acks of every send. A crash before that replays the input since the last commit
+onto the older state and re-sends the same candidates, which stage C drops by pair_id; a
+crash after it lost nothing because the outputs were already acknowledged.
 Offsets are committed by Faust after the producer flush.
 """
 

@@ -14,11 +14,12 @@ partition count), so one worker owns every candidate of a given pair_id. For eac
 5. Then record them atomically (Lua): SADD the ids, move the watermark past the highest acked
    offset, and add the number of new ids to `prefloop:pairs:total`. Batches record in order.
 
-Only then does Faust commit the candidates' offsets (`settle` runs before every commit). The pairs topic is therefore the source
-of truth and Redis an index of it with a watermark: a crash between 3 and 5 is repaired by 1
-on the next owner (which also re-sends the rows of the pairs it finds), so no pair is
-published twice and none is lost, on the topic or in ClickHouse. Redis losing its data is
-also repaired by 1 (no watermark: read the partition from its start).
+Only then does Faust commit the candidates' offsets (`settle` runs before every commit).
+The pairs topic is therefore the source of truth and Redis an index of it with a watermark:
+a crash between 3 and 5 is repaired by 1 on the next owner (which also re-sends the rows of
+the pairs it finds), so no pair is published twice and none is lost, on the topic or in
+ClickHouse. Redis losing its data is also repaired by 1 (no watermark: read the partition
+from its start).
 """
 
 from __future__ import annotations

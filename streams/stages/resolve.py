@@ -50,9 +50,7 @@ ACTION_WIDTH = 5 + len(ACTION_FIELDS)
 
 
 def action_item(payload: bytes, partition: int, offset: int, arrived_ms: int, prompt_id: str,
-                action: Action | None = None) -> list[Any]:
-    if action is None:
-        action = decode_as(payload, Action)
+                action: Action) -> list[Any]:
     return [payload, partition, offset, arrived_ms, prompt_id, action.kind.value, action.event_id,
             action.occurred_at, action.response_id, action.user_id, action.rating, action.edited_text,
             action.rejected_response_id]
@@ -83,6 +81,11 @@ class ResolveStage(BatchStage):
 
     def on_revoked(self) -> None:
         self.decoded.clear()
+
+    def _held(self, entry: dict[str, Any]) -> tuple[bytes, Action]:
+        """The payload of a held entry leaving the table, and its action (cached, else decoded)."""
+        payload = base64.b64decode(entry["b"])
+        return payload, self.decoded.pop(entry["e"], None) or decode_as(payload, Action)
 
     # --- the agent --------------------------------------------------------------------------------
     async def process(self, events: Sequence[Any]) -> None:
@@ -145,8 +148,8 @@ class ResolveStage(BatchStage):
                     continue
                 partition = entries[0]["p"]
             for e in entries:
-                forwards[gp].append(action_item(base64.b64decode(e["b"]), e["p"], e["o"], e["a"], prompt_id,
-                                                self.decoded.pop(e["e"], None)))
+                payload, action = self._held(e)
+                forwards[gp].append(action_item(payload, e["p"], e["o"], e["a"], prompt_id, action))
             if rid in rt.pending.data:
                 released.append((rid, partition))
         futures.extend(await self._forward(forwards))
@@ -209,8 +212,9 @@ class ResolveStage(BatchStage):
             if where is not None:
                 prompt_id, _, group_partition = where.decode().partition("\t")
                 for e in held:
-                    forwards[int(group_partition)].append(action_item(
-                        base64.b64decode(e["b"]), e["p"], e["o"], e["a"], prompt_id, self.decoded.pop(e["e"], None)))
+                    payload, action = self._held(e)
+                    forwards[int(group_partition)].append(
+                        action_item(payload, e["p"], e["o"], e["a"], prompt_id, action))
                 done.append((key, partition))
                 continue
             if not may_expire:
@@ -218,12 +222,11 @@ class ResolveStage(BatchStage):
             remaining = []
             for e in held:
                 if rt.expired(e["a"], now):
-                    payload = base64.b64decode(e["b"])
+                    payload, action = self._held(e)
                     detail = f"response {key} did not arrive within {rt.ss.orphan_ttl_s:g}s"
                     futures.append(await rt.send_dead_letter(
                         dead_letter(contract.ACTIONS, e["p"], e["o"], EXPIRED_ORPHAN, payload, detail, now),
                         EXPIRED_ORPHAN))
-                    action = self.decoded.pop(e["e"], None) or decode_as(payload, Action)
                     analytics.append(rows.action_event(action, e["p"], e["o"]))
                 else:
                     remaining.append(e)
