@@ -34,6 +34,11 @@ class StreamsSettings:
     stream_buffer_maxsize: int = 64
     # Producer linger (ms): small batches trade a little latency for far fewer requests.
     producer_linger_ms: int = 5
+    # Largest producer batch per partition (bytes); at most one such batch per partition
+    # waits in memory. Kafka's 16 KiB default splits the pairs and changelog values of one
+    # stage batch into many small requests, each costing the worker and the broker CPU.
+    # Keep it below the broker's message.max.bytes (1 MiB by default).
+    producer_batch_bytes: int = 256 * 1024
     # Consumer-group session timeout (seconds): how long a killed worker's partitions stay
     # unassigned before the others take them over. Faust's 60 s default is long for local use.
     session_timeout_s: float = 10.0
@@ -135,7 +140,7 @@ class StreamsSettings:
             "orphan_ttl_s", "sweep_interval_s", "index_ttl_s", "max_group_responses", "max_voters_per_response",
             "seen_events_per_group", "thumbs_cap", "batch_max", "batch_events", "batch_s", "sink_batch_rows", "sink_batch_s",
             "sink_retry_s", "analytics_partitions", "window_s", "drift_interval_s", "reference_s", "commit_interval_s",
-            "stream_buffer_maxsize", "trigger_new_pairs", "session_timeout_s", "stats_interval_s", "trigger_check_s", "trigger_lock_ttl_s", "drift_top_values",
+            "stream_buffer_maxsize", "producer_batch_bytes", "trigger_new_pairs", "session_timeout_s", "stats_interval_s", "trigger_check_s", "trigger_lock_ttl_s", "drift_top_values",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prefloop import topics as contract
 from schemas import decode
 from streams import wire
-from streams.runtime import BatchStage, PAIR_IDS_KEY, PAIR_WM_KEY, PAIRS_TOTAL_KEY, Runtime, fatal, wait_all
+from streams.runtime import BatchStage, PAIR_IDS_KEY, PAIR_WM_KEY, PAIRS_TOTAL_KEY, Runtime, SentBatch, fatal, wait_all
 from streams.sinks import rows
 from streams.sinks.rows import send_json_rows, send_rows
 from streams.stages.group import CANDIDATE_FIELDS
@@ -103,7 +103,7 @@ class PublishStage(BatchStage):
             for partition, ids in candidates.items():
                 pipe.smismember(PAIR_IDS_KEY + str(partition), ids or [""])
             present = await pipe.execute()
-        sent: dict[int, list[tuple[str, Any]]] = {}
+        sent: dict[int, tuple[list[str], list[SentBatch]]] = {}
         published: list[bytes] = []
         for (partition, ids), seen in zip(candidates.items(), present):
             pairs = by_partition[partition]
@@ -111,8 +111,8 @@ class PublishStage(BatchStage):
             rt.stats.add("pairs.duplicate", len(pairs) - len(fresh))
             if fresh:
                 self.inflight[partition].update(fresh)
-                sent[partition] = [(pid, await rt.send(rt.pairs, pid.encode(), pairs[pid][0], partition))
-                                   for pid in fresh]
+                batches = await rt.send_batch(rt.pairs, partition, [(pid.encode(), pairs[pid][0]) for pid in fresh])
+                sent[partition] = (fresh, batches)
                 published.extend(pairs[pid][1] for pid in fresh)
         if not sent:
             return
@@ -124,18 +124,17 @@ class PublishStage(BatchStage):
         previous = self.completions[-1] if self.completions else None
         self.completions.append(asyncio.ensure_future(self._complete(sent, row_futures, previous)))
 
-    async def _complete(self, sent: dict[int, list[tuple[str, Any]]], row_futures: list,
+    async def _complete(self, sent: dict[int, tuple[list[str], list[SentBatch]]], row_futures: list,
                         previous: asyncio.Future | None) -> None:
         try:
             watermarks = {}
-            for partition, items in sent.items():
-                metadata = await wait_all(fut for _, fut in items)
-                watermarks[partition] = max(md.offset for md in metadata) + 1
+            for partition, (_, batches) in sent.items():
+                watermarks[partition] = max(await wait_all(b.last_offset() for b in batches)) + 1
             await wait_all(row_futures)
             if previous is not None:
                 await asyncio.shield(previous)
             for partition, watermark in watermarks.items():
-                ids = [pid for pid, _ in sent[partition]]
+                ids = sent[partition][0]
                 await self._store(partition, ids, watermark)
                 self.inflight[partition].difference_update(ids)
                 self.rt.stats.add("pairs.published", len(ids))

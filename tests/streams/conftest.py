@@ -26,6 +26,8 @@ TEST_STREAMS_ENV = {
     "DRIFT_INTERVAL_S": "3600",
     "TRIGGER_CHECK_S": "3600",
     "STATS_INTERVAL_S": "5",
+    # Small producer batches: the pairs and changelog values of one stage batch span several.
+    "PRODUCER_BATCH_BYTES": "2048",
 }
 
 

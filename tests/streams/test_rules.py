@@ -266,12 +266,14 @@ def test_deferred_table_writes_send_each_dirty_key_once_and_skip_short_lived_key
 
     sent = []
 
-    async def send(topic, key, value, partition=None):
-        sent.append((topic, json.loads(key), None if value is None else json.loads(value), partition))
-        return asyncio.get_running_loop().create_future()
+    async def send_batch(topic, partition, records):
+        for key, value in records:
+            sent.append((topic.get_topic_name(), json.loads(key), None if value is None else json.loads(value),
+                         partition))
+        return []
 
     rt = Runtime.__new__(Runtime)
-    rt.stats, rt._dirty, rt._created, rt._unacked, rt.send = Stats(), {}, {}, [], send
+    rt.stats, rt._dirty, rt._created, rt._unacked, rt.send_batch = Stats(), {}, {}, [], send_batch
     table = SimpleNamespace(name="t", data={"old": [1], "gone": [2]},
                             changelog_topic=SimpleNamespace(get_topic_name=lambda: "t-changelog"))
     rt.stage_put(table, 3, "old", [1, 2])
