@@ -147,31 +147,58 @@ async def passthrough(settings: Settings, n: int, time_limit_s: float) -> tuple[
         await producer.stop()
 
 
-async def end_offsets(settings: Settings, topic: str, partitions: int) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        return sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
+class Progress:
+    """The pipeline's progress as the bench polls it: pairs on feedback.pairs and uncommitted input.
 
+    One pair of long-lived clients for the whole wait: a poll costs two requests, not a client
+    start (connections, metadata) that would take CPU from the pipeline being measured.
+    """
 
-async def committed_lag(settings: Settings, group: str) -> int:
-    """Events of the input topics not yet committed by the pipeline's consumer group."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topics.RESPONSES, p) for p in range(settings.responses_partitions)]
-        tps += [TopicPartition(topics.ACTIONS, p) for p in range(settings.actions_partitions)]
-        ends = await consumer.end_offsets(tps)
+    def __init__(self, settings: Settings, group: str) -> None:
+        self.offsets = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+        self.commits = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
+                                        enable_auto_commit=False)
+        self.pairs_tps = [TopicPartition(topics.PAIRS, p) for p in range(settings.pairs_partitions)]
+        self.input_tps = [TopicPartition(topics.RESPONSES, p) for p in range(settings.responses_partitions)]
+        self.input_tps += [TopicPartition(topics.ACTIONS, p) for p in range(settings.actions_partitions)]
+
+    async def __aenter__(self) -> "Progress":
+        await self.offsets.start()
+        await self.commits.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.offsets.stop()
+        await self.commits.stop()
+
+    async def pairs(self) -> int:
+        return sum((await self.offsets.end_offsets(self.pairs_tps)).values())
+
+    async def uncommitted(self) -> int:
+        """Events of the input topics not yet committed by the pipeline's consumer group."""
+        ends = await self.offsets.end_offsets(self.input_tps)
         lag = 0
-        for tp in tps:
-            lag += ends[tp] - (await consumer.committed(tp) or 0)
+        for tp in self.input_tps:
+            lag += ends[tp] - (await self.commits.committed(tp) or 0)
         return lag
-    finally:
-        await consumer.stop()
+
+
+async def wait_for(settings: Settings, group: str, pairs: int, complete: bool, time_limit_s: float) -> tuple[int, int]:
+    """Poll until `pairs` pairs are published (and, when `complete`, all input is committed) or
+    the time limit passes; returns (pairs published, uncommitted input events; -1 if not polled)."""
+    deadline = time.monotonic() + time_limit_s
+    published = lag = -1
+    async with Progress(settings, group) as progress:
+        while time.monotonic() < deadline:
+            published = await progress.pairs()
+            if published >= pairs:
+                if not complete:
+                    break
+                lag = await progress.uncommitted()
+                if lag == 0:
+                    break
+            await asyncio.sleep(0.1)
+    return published, lag
 
 
 async def pair_latencies(settings: Settings, tag: str) -> list[float]:
@@ -318,15 +345,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         watched = {**service_pids(settings), **{f"worker{i}": p.pid for i, p in enumerate(procs)}}
         cpu0 = {name: cpu_seconds(pid) for name, pid in watched.items()}
         t0 = time.perf_counter()
-        deadline = time.monotonic() + args.time_limit
-        pairs = lag = -1
-        while time.monotonic() < deadline:
-            pairs = asyncio.run(end_offsets(settings, topics.PAIRS, settings.pairs_partitions))
-            if pairs >= len(w.expected_pairs):
-                lag = asyncio.run(committed_lag(settings, ss.app_id))
-                if lag == 0:
-                    break
-            time.sleep(0.1)
+        pairs, lag = asyncio.run(wait_for(settings, ss.app_id, len(w.expected_pairs), True, args.time_limit))
         secs = time.perf_counter() - t0
         result["cpu_share"] = {name: round((cpu_seconds(pid) - cpu0[name]) / secs, 2) for name, pid in watched.items()}
         result["pipeline_eps"] = n / secs
@@ -341,11 +360,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         litems = wire_items(lw.records)
         asyncio.run(paced(settings, litems, args.latency_rate))
         target = len(w.expected_pairs) + len(lw.expected_pairs)
-        deadline = time.monotonic() + args.time_limit
-        while time.monotonic() < deadline:
-            if asyncio.run(end_offsets(settings, topics.PAIRS, settings.pairs_partitions)) >= target:
-                break
-            time.sleep(0.2)
+        asyncio.run(wait_for(settings, ss.app_id, target, False, args.time_limit))
         latencies = asyncio.run(pair_latencies(settings, "[lat]"))
         result["latency_p50_ms"] = percentile(latencies, 0.50)
         result["latency_p99_ms"] = percentile(latencies, 0.99)
@@ -386,8 +401,17 @@ async def paced(settings: Settings, items: list[tuple[str, bytes, bytes]], rate:
         await producer.stop()
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def handle(args: argparse.Namespace) -> int:
-    result = run(args)
+    # A SIGTERM (e.g. from `timeout`) unwinds through run()'s cleanup: workers and services stop.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        result = run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0 if result.get("complete") else 1
 
 

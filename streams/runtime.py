@@ -106,6 +106,7 @@ class Runtime:
         self._dirty: dict[str, dict[str, int]] = {}  # table name -> {key: partition} not yet in the changelog
         self._created: dict[str, set[str]] = {}  # table name -> keys that are new since the last write_dirty
         self._unacked: list[Awaitable[Any]] = []  # sends that must be acknowledged before the next state write
+        self._tracked: set[str] = set()  # topics the producer's metadata is told to keep (`_producer_for`)
 
     # --- services --------------------------------------------------------------------------------
     @property
@@ -131,7 +132,24 @@ class Runtime:
         event's offset is committed.
         """
         name = topic if isinstance(topic, str) else topic.get_topic_name()
+        self._producer_for(name)
         return await self.app.producer.send(name, key, value, partition, None, None)
+
+    def _producer_for(self, name: str) -> Any:
+        """The aiokafka producer, with `name` among the topics its metadata refreshes ask for.
+
+        aiokafka's client asks for all topics until its first `add_topic`, then only for those
+        added, and replaces its view with each answer. A topic the producer knew only from
+        an all-topics answer then vanishes from its view; batches queued for it have no leader,
+        and the sender asks for metadata in a tight loop that never names that topic: the
+        worker spins at full CPU and the next commit's flush waits for good (seen in the
+        bench). Naming every topic before its first record keeps them all in every answer.
+        """
+        producer = self.app.producer._ensure_producer()
+        if name not in self._tracked:
+            producer.client.add_topic(name)
+            self._tracked.add(name)
+        return producer
 
     async def send_batch(self, topic: faust.types.TopicT | str, partition: int,
                          records: Iterable[tuple[bytes | None, bytes | None]]) -> list["SentBatch"]:
@@ -143,7 +161,7 @@ class Runtime:
         Faust's flush before a commit waits for these batches too.
         """
         name = topic if isinstance(topic, str) else topic.get_topic_name()
-        producer = self.app.producer._ensure_producer()
+        producer = self._producer_for(name)
         sent: list[SentBatch] = []
         batch = producer.create_batch()
         for key, value in records:

@@ -296,12 +296,16 @@ def test_input_offsets_are_committed_to_the_end_through_batches(services, pipeli
     """Each fetched batch is one Faust message; acking it must commit past every record in it."""
     import asyncio
 
-    from streams.bench import committed_lag
+    from streams.bench import Progress
+
+    async def uncommitted() -> int:
+        async with Progress(services, "prefloop-streams") as progress:
+            return await progress.uncommitted()
 
     w = mixed(tag, 60)
     produce(services, w.records())
     wait_pairs(services, tag, len(w.expected_pairs()), settle_s=0)
-    lag = wait_for(lambda: asyncio.run(committed_lag(services, "prefloop-streams")) == 0, 60,
+    lag = wait_for(lambda: asyncio.run(uncommitted()) == 0, 60,
                    what="committed offsets of feedback.responses and feedback.actions at their end offsets")
     assert lag
 
