@@ -23,6 +23,7 @@ import os
 import faust
 
 from prefloop.settings import Settings
+from streams.alignment import EventTimeAlignment
 from streams.batching import BatchingApp
 from streams.runtime import Runtime, fatal
 from streams.settings import StreamsSettings
@@ -108,6 +109,8 @@ class Pipeline:
         app.timer(max(1.0, ss.sweep_interval_s), on_leader=False)(self._sweep_groups)
         app.timer(ss.stats_interval_s, on_leader=False)(self._log_stats)
         app.before_commit = self.write_state
+        if ss.event_time_alignment:
+            app.hold_back = EventTimeAlignment(app, responses, actions, self.group.processed)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)

@@ -24,7 +24,8 @@ buffer clear leads to a seek back before the next delivery (including partitions
 commit, to the beginning), and seeks never overlap a delivery.
 
 `App.before_commit`, when set, runs right before every offset commit: the pipeline writes
-its deferred table state there (streams/runtime.py).
+its deferred table state there (streams/runtime.py). `App.hold_back`, when set, names
+partitions not to fetch for now (event-time alignment, streams/alignment.py).
 """
 
 from __future__ import annotations
@@ -78,6 +79,22 @@ class BatchingConsumer(aiokafka_driver.Consumer):
     _delivery_lock: asyncio.Lock | None = None
     _seek_epoch = 0  # bumped by every seek of the stream partitions
     _reread = False  # set when delivered messages may have been dropped unprocessed
+    _delivered: dict[TP, tuple[int, int]] | None = None
+
+    @property
+    def delivered(self) -> dict[TP, tuple[int, int]]:
+        """Batched topic-partition -> (offset, timestamp ms) of the last record delivered since its last seek."""
+        if self._delivered is None:
+            self._delivered = {}
+        return self._delivered
+
+    def fetch_state(self, tp: TP) -> Any:
+        """aiokafka's fetch state of `tp` (`highwater`, `position`), or None when not assigned."""
+        try:
+            subscription = self._thread._ensure_consumer()._fetcher._subscriptions.subscription
+            return subscription.assignment.state_value(tp) if subscription is not None else None
+        except Exception:  # not started, or mid-rebalance
+            return None
 
     @property
     def delivery_lock(self) -> asyncio.Lock:
@@ -115,6 +132,7 @@ class BatchingConsumer(aiokafka_driver.Consumer):
         committed = await self._thread.call_thread(self._seek_committed_or_beginning, tps) if tps else {}
         self._reread = False
         for tp, offset in committed.items():
+            self.delivered.pop(tp, None)
             self._read_offset[tp] = offset or None
             self._committed_offset[tp] = offset or None
             self._acked.pop(tp, None)
@@ -173,6 +191,19 @@ class BatchingConsumer(aiokafka_driver.Consumer):
             async for item in self._deliver(records, active_partitions):
                 yield item
 
+    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+        """Faust's fetch, leaving out the partitions `App.hold_back` names (their fetched records
+        stay buffered in aiokafka)."""
+        hold_back = self.app.hold_back
+        if hold_back is not None and active_partitions:
+            held = hold_back()
+            if held:
+                active_partitions = active_partitions - held
+                if not active_partitions:  # aiokafka reads an empty set as "every partition"
+                    await asyncio.sleep(min(timeout, 0.05))
+                    return {}
+        return await super()._getmany(active_partitions, timeout)
+
     async def _deliver(self, records: Any, active_partitions: set[TP] | None) -> AsyncIterator[tuple[TP, Message]]:
         app = self.app
         batched = app.batch_topics
@@ -193,6 +224,7 @@ class BatchingConsumer(aiokafka_driver.Consumer):
             if not tp_records:
                 continue
             last = tp_records[-1]
+            self.delivered[tp] = (last.offset, last.timestamp)
             # Faust's delivery loop registers a jump in offsets as a gap (acked ahead of time);
             # the batch is acked as a whole instead (`ack`), so present it as the next offset.
             self._read_offset[tp] = last.offset - 1
@@ -265,6 +297,7 @@ class BatchingApp(faust.App):
 
     batch_topics: frozenset[str] = frozenset()
     before_commit: Callable[[], Awaitable[None]] | None = None
+    hold_back: Callable[[], set[TP]] | None = None
 
     def _new_transport(self) -> BatchingTransport:
         return BatchingTransport(self.conf.broker_consumer, self)

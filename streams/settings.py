@@ -64,6 +64,9 @@ class StreamsSettings:
     # response may be in that backlog). Fetching is never paused for it: pausing partitions in
     # Faust 0.15 drops records already fetched for them.
     backlog_events: int = 5000
+    # In catch-up, do not fetch actions that are ahead, in record time, of the responses still
+    # to be processed (streams/alignment.py): they would be held and released one by one.
+    event_time_alignment: bool = True
     # Votes/ratings remembered per response (one per user). Beyond this, the label of a
     # response is settled and new votes only count in analytics.
     max_voters_per_response: int = 1000

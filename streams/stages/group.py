@@ -70,6 +70,9 @@ class GroupStage(BatchStage):
         self.quality = QualityRules(rt.ss.min_chars, rt.ss.similarity_threshold)
         self.lock = asyncio.Lock()
         self.read: dict[int, int] = {}  # responses partition -> last offset read
+        # responses partition -> (offset, record timestamp) of the last response whose batch is
+        # flushed (indexed in Redis): the event-time alignment's view (streams/alignment.py)
+        self.processed: dict[int, tuple[int, int]] = {}
         self._index_script = None
         self.holding: set[str] = set()  # prompt groups with held actions (the sweep's short list)
         self._last_full_scan = 0.0
@@ -79,6 +82,7 @@ class GroupStage(BatchStage):
 
     def on_revoked(self) -> None:
         self.read.clear()
+        self.processed.clear()
         self._wrappers.clear()
 
     def _wrap(self, prompt_id: str, state: dict[str, Any] | None) -> PromptGroup:
@@ -98,9 +102,11 @@ class GroupStage(BatchStage):
         msgs = records(events)
         if len(msgs) >= rt.ss.batch_max:
             await rt.mark_busy()
+        progress: dict[int, tuple[int, int]] = {}
         for msg in msgs:
             if msg.topic == contract.RESPONSES:
                 self.read[msg.partition] = msg.offset
+                progress[msg.partition] = (msg.offset, msg.timestamp)
                 await self._response(batch, msg.value, msg.partition, msg.offset, now)
             else:
                 try:
@@ -111,6 +117,7 @@ class GroupStage(BatchStage):
                 for item in items:
                     await self._action(batch, item, msg.partition, now)
         await self._flush(batch)
+        self.processed.update(progress)
         if rt.ss.backlog_events and rt.lag(contract.RESPONSES, self.read) > rt.ss.backlog_events:
             await rt.mark_backlog()
 

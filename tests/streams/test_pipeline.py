@@ -323,3 +323,43 @@ def test_event_times_reach_clickhouse_to_the_millisecond(services, pipeline, sto
     pair_time = wait_for(lambda: scalar(store, f"SELECT toUnixTimestamp64Milli(created_at) FROM preference_pairs FINAL "
                                                f"WHERE chosen_response_id = '{a.response_id}'"), 60, what="the pair row")
     assert pair_time == choice.occurred_at
+
+
+# --- event-time alignment (streams/alignment.py) ---------------------------------------------------------
+def _end_offsets(services, topic: str, partitions: int) -> int:
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    async def read() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=services.bootstrap_servers, group_id=None)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            return sum((await consumer.end_offsets(tps)).values())
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def test_catch_up_takes_responses_before_the_actions_that_need_them(services, pipeline, tag):
+    """A backlog of responses and then their actions, read by a worker that starts after both:
+    the actions wait for their responses instead of being held one by one (each hold and
+    release is a write to the pending-actions changelog). Without the alignment
+    (PREFLOOP_STREAMS_EVENT_TIME_ALIGNMENT=false) this workload held most of its actions."""
+    changelog = "prefloop-streams-pending-actions-changelog"
+    for worker in pipeline.started:
+        if worker.proc.poll() is None:
+            assert worker.stop() == 0, worker.log_tail()
+    w = mixed(tag, 300, duplicate_every=5)
+    expected = w.expected_pairs()
+    produce(services, w.responses)
+    produce(services, [*w.actions, *w.duplicates])  # record times after every response's
+    writes_before = _end_offsets(services, changelog, services.actions_partitions)
+    worker = pipeline.start()
+    worker.wait_ready(120)
+    pairs = wait_pairs(services, tag, len(expected), timeout_s=120)
+    assert {p.pair_id: (p.source.value, p.chosen, p.rejected) for p in pairs} == expected
+    held = _end_offsets(services, changelog, services.actions_partitions) - writes_before
+    assert held <= len(w.actions) // 20, f"{held} pending-actions changelog writes for {len(w.actions)} actions"
