@@ -4,8 +4,8 @@ An action can only be resolved once the group stage has taken its response. Live
 come first, so that holds. After downtime or a burst both topics hold a backlog and the
 consumer reads them side by side. Actions then run ahead of the responses they need: each
 one is held in the `pending-actions` table, written to its changelog, then released and
-forwarded when the response is indexed. Measured in the bench, that was most actions,
-and the costliest path in the pipeline.
+forwarded when the response is indexed. In the bench (150,000 events) that was 88k holds
+for 104k actions and 53k changelog records; with the alignment, none.
 
 Like Kafka Streams' timestamp-ordered processing of joined inputs, the consumer therefore does
 not fetch an actions partition while it is ahead, in record time, of the responses still
