@@ -69,9 +69,8 @@ class GroupStage(BatchStage):
         self.rules = RuleSettings.from_settings(rt.ss)
         self.quality = QualityRules(rt.ss.min_chars, rt.ss.similarity_threshold)
         self.lock = asyncio.Lock()
-        self.read: dict[int, int] = {}  # responses partition -> last offset read
         # responses partition -> (offset, record timestamp) of the last response whose batch is
-        # flushed (indexed in Redis): the event-time alignment's view (streams/alignment.py)
+        # flushed (indexed in Redis): the backlog check and the event-time alignment read it
         self.processed: dict[int, tuple[int, int]] = {}
         self._index_script = None
         self.holding: set[str] = set()  # prompt groups with held actions (the sweep's short list)
@@ -81,7 +80,6 @@ class GroupStage(BatchStage):
         self._wrappers: dict[str, PromptGroup] = {}
 
     def on_revoked(self) -> None:
-        self.read.clear()
         self.processed.clear()
         self._wrappers.clear()
 
@@ -105,7 +103,6 @@ class GroupStage(BatchStage):
         progress: dict[int, tuple[int, int]] = {}
         for msg in msgs:
             if msg.topic == contract.RESPONSES:
-                self.read[msg.partition] = msg.offset
                 progress[msg.partition] = (msg.offset, msg.timestamp)
                 await self._response(batch, msg.value, msg.partition, msg.offset, now)
             else:
@@ -118,8 +115,10 @@ class GroupStage(BatchStage):
                     await self._action(batch, item, msg.partition, now)
         await self._flush(batch)
         self.processed.update(progress)
-        if rt.ss.backlog_events and rt.lag(contract.RESPONSES, self.read) > rt.ss.backlog_events:
-            await rt.mark_backlog()
+        if rt.ss.backlog_events:
+            read = {p: offset for p, (offset, _) in self.processed.items()}
+            if rt.lag(contract.RESPONSES, read) > rt.ss.backlog_events:
+                await rt.mark_backlog()
 
     def _group(self, batch: Batch, prompt_id: str, partition: int) -> PromptGroup:
         hit = batch.groups.get(prompt_id)

@@ -326,21 +326,12 @@ def test_event_times_reach_clickhouse_to_the_millisecond(services, pipeline, sto
 
 
 # --- event-time alignment (streams/alignment.py) ---------------------------------------------------------
-def _end_offsets(services, topic: str, partitions: int) -> int:
+def _end_offsets(services, topic: str) -> int:
     import asyncio
 
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from prefloop.sdk.testing import end_offsets
 
-    async def read() -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=services.bootstrap_servers, group_id=None)
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in range(partitions)]
-            return sum((await consumer.end_offsets(tps)).values())
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
+    return sum(asyncio.run(end_offsets(services.bootstrap_servers, topic)).values())
 
 
 def test_catch_up_takes_responses_before_the_actions_that_need_them(services, pipeline, tag):
@@ -356,10 +347,10 @@ def test_catch_up_takes_responses_before_the_actions_that_need_them(services, pi
     expected = w.expected_pairs()
     produce(services, w.responses)
     produce(services, [*w.actions, *w.duplicates])  # record times after every response's
-    writes_before = _end_offsets(services, changelog, services.actions_partitions)
+    writes_before = _end_offsets(services, changelog)
     worker = pipeline.start()
     worker.wait_ready(120)
     pairs = wait_pairs(services, tag, len(expected), timeout_s=120)
     assert {p.pair_id: (p.source.value, p.chosen, p.rejected) for p in pairs} == expected
-    held = _end_offsets(services, changelog, services.actions_partitions) - writes_before
+    held = _end_offsets(services, changelog) - writes_before
     assert held <= len(w.actions) // 20, f"{held} pending-actions changelog writes for {len(w.actions)} actions"
