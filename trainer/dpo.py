@@ -11,10 +11,13 @@ stores them, and adds the columns. The DPO loss, tokenization and collation stay
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import trl.trainer.dpo_trainer as trl_dpo_trainer
 from datasets import Dataset
 from peft import LoraConfig
 from torch.utils.data import DataLoader
@@ -42,6 +45,18 @@ def resolve_device(requested: str) -> str:
 
         raise TrainerError("device cuda was requested but torch sees no CUDA device; use --device cpu or auto")
     return requested
+
+
+@contextlib.contextmanager
+def attention_backends(settings: TrainerSettings) -> Iterator[None]:
+    """The SDPA backends training may use: all but cuDNN's unless `cudnn_attention` (see the setting)."""
+    if settings.cudnn_attention:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+        yield
 
 
 def use_bf16(device: str) -> bool:
@@ -102,6 +117,20 @@ def build_dpo_config(settings: TrainerSettings, output_dir: Path, device: str) -
     )
 
 
+@contextlib.contextmanager
+def _reference_revision_as_model_hash(revision: str) -> Iterator[None]:
+    """With `precompute_ref_log_probs`, TRL's `__init__` hashes every weight (copied to the CPU, widened to
+    fp32, sha256) to key its own precompute cache. Our `_precompute_ref_logps` replaces that cache and
+    keys it by the reference revision, so the hash is pure cost: ~20 s of a 1.7B model's start on an
+    H100 host. The revision stands in for it while `__init__` runs."""
+    original = trl_dpo_trainer.hash_module
+    trl_dpo_trainer.hash_module = lambda module: revision
+    try:
+        yield
+    finally:
+        trl_dpo_trainer.hash_module = original
+
+
 class CachedReferenceDPOTrainer(DPOTrainer):
     """DPOTrainer whose precomputed reference log-probs come from (and go to) a `RefLogpCache`."""
 
@@ -109,7 +138,8 @@ class CachedReferenceDPOTrainer(DPOTrainer):
         # Set before super().__init__, which precomputes the reference log-probs.
         self.ref_cache = ref_cache
         self.ref_stats: dict[str, RefStats] = {}
-        super().__init__(*args, **kwargs)
+        with _reference_revision_as_model_hash(ref_cache.revision):
+            super().__init__(*args, **kwargs)
 
     def _precompute_ref_logps(self, dataset: Dataset, name: str, batch_size: int) -> Dataset:
         import time

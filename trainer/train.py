@@ -145,7 +145,8 @@ def run_training(
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, PrinterCallback
 
-    from trainer.dpo import CachedReferenceDPOTrainer, build_dpo_config, build_lora_config, resolve_device, use_bf16
+    from trainer.dpo import (CachedReferenceDPOTrainer, attention_backends, build_dpo_config, build_lora_config,
+                             resolve_device, use_bf16)
     from trainer.heldout import evaluate_heldout
     from trainer.progress import ProgressLine
     from trainer.ref_cache import RefLogpCache, reference_revision
@@ -166,22 +167,24 @@ def run_training(
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     output_dir.mkdir(parents=True, exist_ok=True)
     callbacks = [ProgressLine(progress_stream)] if settings.progress else []
-    trainer = CachedReferenceDPOTrainer(
-        model=model,
-        ref_model=None,
-        args=build_dpo_config(settings, output_dir, device),
-        train_dataset=train_ds,
-        eval_dataset=heldout_ds,
-        processing_class=tokenizer,
-        peft_config=build_lora_config(settings),
-        callbacks=callbacks,
-        ref_cache=cache,
-    )
-    trainer.remove_callback(PrinterCallback)
-    train_started = time.monotonic()
-    output = trainer.train()
-    train_seconds = time.monotonic() - train_started
-    heldout = evaluate_heldout(trainer, trainer.eval_dataset)
+    # The reference forward runs inside the trainer's __init__, so it is inside the block too.
+    with attention_backends(settings):
+        trainer = CachedReferenceDPOTrainer(
+            model=model,
+            ref_model=None,
+            args=build_dpo_config(settings, output_dir, device),
+            train_dataset=train_ds,
+            eval_dataset=heldout_ds,
+            processing_class=tokenizer,
+            peft_config=build_lora_config(settings),
+            callbacks=callbacks,
+            ref_cache=cache,
+        )
+        trainer.remove_callback(PrinterCallback)
+        train_started = time.monotonic()
+        output = trainer.train()
+        train_seconds = time.monotonic() - train_started
+        heldout = evaluate_heldout(trainer, trainer.eval_dataset)
     trainer.save_model(str(output_dir))
 
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]

@@ -175,3 +175,59 @@ def test_bench_trainer_measures_both_arms(settings, tmp_path, capsys):
     assert arms["prefloop"]["ref_forward_pairs"] == 16
     assert summary["ratios"]["prefloop/pairs_per_s"] > 0
     assert "ratio prefloop/pairs_per_s vs trl-default" in stdout
+
+
+def test_training_skips_trls_weight_hash_and_leaves_cudnn_attention_out(settings, tiny_settings, monkeypatch):
+    """TRL's whole-model hash keys a precompute cache we replace, so it must never run; cuDNN attention
+    is excluded while training unless `cudnn_attention` is set, and the process's flags come back after."""
+    import torch
+    import trl.trainer.dpo_trainer as trl_dpo_trainer
+
+    import trainer.heldout
+
+    hashed: list[object] = []
+    monkeypatch.setattr(trl_dpo_trainer, "hash_module", lambda module: hashed.append(module) or "spy")
+    cudnn_during: list[bool] = []
+    real_evaluate = trainer.heldout.evaluate_heldout
+
+    def evaluate_and_record(trainer_, dataset):
+        cudnn_during.append(torch.backends.cuda.cudnn_sdp_enabled())
+        return real_evaluate(trainer_, dataset)
+
+    monkeypatch.setattr(trainer.heldout, "evaluate_heldout", evaluate_and_record)
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    snap = create_snapshot(polite_pairs(40, seed=3), settings.home)
+    for n, cudnn in enumerate((False, True)):
+        run = run_training(tiny_settings.replace(max_steps=2, cudnn_attention=cudnn), snapshot=snap,
+                           output_dir=settings.home / f"out{n}", home=settings.home, cache_dir=settings.cache_dir)
+        assert run.metrics["steps"] == 2
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+    assert hashed == []
+    assert trl_dpo_trainer.hash_module is not None and trl_dpo_trainer.hash_module(None) == "spy"  # restored
+    assert cudnn_during == [False, True]
+
+
+def test_random_checkpoint_copies_the_shape_and_tokenizer_with_new_weights(tiny_models, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    like = next(tiny_models.glob("tiny-llama-*"))
+    out = tmp_path / "random"
+    cmd = [sys.executable, "-m", "trainer.random_checkpoint", "--like", str(like), "--out", str(out), "--seed", "7"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "random weights (seed 7)" in done.stdout
+    model = AutoModelForCausalLM.from_pretrained(out)
+    original = AutoModelForCausalLM.from_pretrained(like)
+    assert model.config.hidden_size == original.config.hidden_size
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in original.parameters())
+    weights = load_file(out / "model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.bfloat16}
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not weights[name].float().equal(load_file(like / "model.safetensors")[name].float())
+    assert AutoTokenizer.from_pretrained(out)("hello").input_ids == AutoTokenizer.from_pretrained(like)("hello").input_ids
+
+    bad = subprocess.run([sys.executable, "-m", "trainer.random_checkpoint", "--like", str(tmp_path / "nowhere"), "--out",
+                          str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "has no config.json" in bad.stderr
