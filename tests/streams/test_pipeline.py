@@ -270,6 +270,40 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(services, pipeline, sto
               len(w.responses) + len(w.actions))
 
 
+def test_workers_joining_and_leaving_mid_stream_lose_and_duplicate_nothing(services, pipeline, store, tag):
+    """Partitions move between live workers while events flow: a worker joins, later the first one
+    leaves (SIGTERM). Held actions and prompt groups move through the changelogs both times."""
+    w = mixed(tag, 300, duplicate_every=5)
+    expected = w.expected_pairs()
+    records = w.records()
+    live = [x for x in pipeline.started if x.proc.poll() is None]
+    first = live[-1] if live else pipeline.start()
+    first.wait_ready(120)
+    chunks = [records[i::12] for i in range(12)]
+    joiner = pipeline.start()
+    published: dict[str, int] = {}
+    for i, chunk in enumerate(chunks):
+        produce(services, chunk)
+        if i == 3:
+            joiner.wait_ready(120)  # the group rebalances onto two members while chunks 4.. flow
+            published["joined"] = len(tagged_pairs(services, tag))
+        if i == 7:
+            assert first.stop() == 0, first.log_tail()  # leaves: its partitions move to the joiner
+            published["left"] = len(tagged_pairs(services, tag))
+        time.sleep(0.3)
+    # both moves happened mid-stream: pairs were published before each, and not all of them
+    assert 0 < published["joined"] <= published["left"] < len(expected), published
+    pairs = wait_pairs(services, tag, len(expected), timeout_s=120, settle_s=5)
+    ids = Counter(p.pair_id for p in pairs)
+    assert [pid for pid, n in ids.items() if n > 1] == [], "a pair was published twice"
+    assert {p.pair_id: (p.source.value, p.chosen, p.rejected) for p in pairs} == expected
+    in_store = f"SELECT pair_id FROM preference_pairs FINAL WHERE prompt LIKE '[{tag}]%'"
+    wait_for(lambda: len(store.query(in_store).rows) == len(expected), 60, what="preference_pairs")
+    assert sorted(r[0] for r in store.query(in_store).rows) == sorted(expected)
+    wait_rows(store, f"SELECT count() FROM feedback_events FINAL WHERE response_id LIKE '{tag}-%'",
+              len(w.responses) + len(w.actions))
+
+
 def _committed(services) -> dict[str, list[int | None]]:
     import asyncio
 
