@@ -4,9 +4,9 @@
 
 Speed and memory of a training step depend on the architecture, the dtype and the token counts, not
 on the weights' values. So a benchmark of a larger model needs only its shape and its tokenizer:
-this copies the tokenizer files and config of `--like` (any Llama-family checkpoint directory, such
-as the converted SmolLM2-135M), applies the named shape and saves seeded random weights in bf16,
-the dtype the SmolLM2 checkpoints are published in. The shapes are those of the published
+this takes the tokenizer, config and generation config of `--like` (any Llama-family checkpoint
+directory, such as the converted SmolLM2-135M), applies the named shape and saves seeded random
+weights in bf16, the dtype the SmolLM2 checkpoints are published in. The shapes are those of the published
 SmolLM2 configs, which share the 49,152-token tokenizer.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -28,14 +27,12 @@ SHAPES: dict[str, dict[str, int | float]] = {
     "smollm2-1.7b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
                      "num_attention_heads": 32, "num_key_value_heads": 32, "head_dim": 64, "rope_theta": 130000.0},
 }
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "generation_config.json")
 
 
 def build_random_checkpoint(like: Path, shape: str, out: Path, seed: int = 0, dtype: str = "bfloat16") -> int:
     """Write the checkpoint to `out`; returns its parameter count."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     if shape not in SHAPES:
         raise BaseModelError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
@@ -52,11 +49,12 @@ def build_random_checkpoint(like: Path, shape: str, out: Path, seed: int = 0, dt
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    if (like / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(like)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    for name in TOKENIZER_FILES:
-        if (like / name).is_file():
-            shutil.copy2(like / name, out / name)
+    # transformers writes whichever files this tokenizer type needs (tokenizer.json, vocab/merges, chat template).
+    AutoTokenizer.from_pretrained(like).save_pretrained(out)
     params = sum(p.numel() for p in model.parameters())
     (out / "prefloop-model.json").write_text(json.dumps(
         {"kind": "random-weights", "shape": shape, "like": str(like), "seed": seed, "dtype": dtype, "parameters": params},
