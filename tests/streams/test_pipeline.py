@@ -253,6 +253,12 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(services, pipeline, sto
                              + diagnose_missing(services, records, missing)
                              + f"\ncommitted at kill: {committed_at_kill}\nnow: {_committed(services)}"
                              + "\nrestarted worker's log:\n" + restarted.log_tail(120)) from None
+    assert_each_pair_once(store, tag, w, expected, pairs)
+
+
+def assert_each_pair_once(store, tag: str, w, expected: dict, pairs: list[PreferencePair]) -> None:
+    """The expected pairs, each once, on the topic and in `preference_pairs FINAL`, and every event in
+    `feedback_events FINAL`: what a crash or a rebalance must leave behind."""
     ids = Counter(p.pair_id for p in pairs)
     assert [pid for pid, n in ids.items() if n > 1] == [], "a pair was published twice"
     assert {p.pair_id: (p.source.value, p.chosen, p.rejected) for p in pairs} == expected
@@ -294,14 +300,7 @@ def test_workers_joining_and_leaving_mid_stream_lose_and_duplicate_nothing(servi
     # both moves happened mid-stream: pairs were published before each, and not all of them
     assert 0 < published["joined"] <= published["left"] < len(expected), published
     pairs = wait_pairs(services, tag, len(expected), timeout_s=120, settle_s=5)
-    ids = Counter(p.pair_id for p in pairs)
-    assert [pid for pid, n in ids.items() if n > 1] == [], "a pair was published twice"
-    assert {p.pair_id: (p.source.value, p.chosen, p.rejected) for p in pairs} == expected
-    in_store = f"SELECT pair_id FROM preference_pairs FINAL WHERE prompt LIKE '[{tag}]%'"
-    wait_for(lambda: len(store.query(in_store).rows) == len(expected), 60, what="preference_pairs")
-    assert sorted(r[0] for r in store.query(in_store).rows) == sorted(expected)
-    wait_rows(store, f"SELECT count() FROM feedback_events FINAL WHERE response_id LIKE '{tag}-%'",
-              len(w.responses) + len(w.actions))
+    assert_each_pair_once(store, tag, w, expected, pairs)
 
 
 def _committed(services) -> dict[str, list[int | None]]:
