@@ -314,12 +314,19 @@ class Response(AvroRecord):
     prompt_id: str = ""
     user_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    latency_ms: int | None = None
+    error: str | None = None
     event_id: str = field(default_factory=new_event_id)
     occurred_at: int = field(default_factory=now_ms)
 
     def __post_init__(self) -> None:
         if not self.prompt_id and isinstance(self.prompt, str):
             self.prompt_id = prompt_hash(self.prompt)
+
+    def rule_errors(self) -> list[FieldError]:
+        if isinstance(self.latency_ms, int) and self.latency_ms < 0:
+            return [FieldError("latency_ms", f"must be >= 0, got {self.latency_ms}")]
+        return []
 
 
 @dataclass

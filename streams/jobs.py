@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
+from prefloop import keys
 from prefloop.analytics.store import ch_time, connect
 from schemas import TrainingRequest
 from streams.analytics import drift
@@ -18,7 +19,6 @@ from streams.trigger import Trigger
 
 log = logging.getLogger("prefloop.streams.jobs")
 
-DRIFT_LOCK_KEY = "prefloop:drift:lock"
 
 
 class Jobs:
@@ -48,7 +48,7 @@ class Jobs:
 
     async def run_drift(self) -> None:
         ss = self.rt.ss
-        got = await self.rt.redis.set(DRIFT_LOCK_KEY, self.rt.worker_id, nx=True,
+        got = await self.rt.redis.set(keys.DRIFT_LOCK, self.rt.worker_id, nx=True,
                                       px=int(max(1.0, ss.drift_interval_s * 0.9) * 1000))
         if not got:
             return

@@ -33,6 +33,7 @@ import orjson
 import redis.asyncio as aioredis
 from murmurhash2 import murmurhash2
 
+from prefloop import keys
 from prefloop import topics as contract
 from prefloop.settings import Settings
 from streams.settings import StreamsSettings
@@ -40,12 +41,6 @@ from streams.settings import StreamsSettings
 log = logging.getLogger("prefloop.streams")
 
 # Redis keys (one namespace, documented in streams/README section of the analytics doc).
-INDEX_KEY = "prefloop:index:"  # + response_id -> "prompt_id\tpartition" of the responses topic
-PAIR_IDS_KEY = "prefloop:pairs:ids:"  # + pairs partition -> SET of pair_ids published there
-PAIR_WM_KEY = "prefloop:pairs:wm:"  # + pairs partition -> offset below which PAIR_IDS holds every id
-PAIRS_TOTAL_KEY = "prefloop:pairs:total"  # unique pairs ever published
-BUSY_KEY = "prefloop:streams:busy"  # set (short expiry) while any stage takes full batches: no TTL expiry
-BACKLOG_KEY = "prefloop:streams:backlog"  # set (short expiry) while responses lag: no TTL expiry
 
 
 KAFKA_MURMUR2_SEED = 0x9747B28C
@@ -236,17 +231,17 @@ class Runtime:
 
     async def mark_busy(self) -> None:
         """Tell every worker's sweeps that input is backlogged: no TTL expiry until it clears."""
-        await self.redis.set(BUSY_KEY, self.worker_id, px=int(max(2.0, 4 * self.ss.sweep_interval_s) * 1000))
+        await self.redis.set(keys.STREAMS_BUSY, self.worker_id, px=int(max(2.0, 4 * self.ss.sweep_interval_s) * 1000))
 
     async def mark_backlog(self) -> None:
         """Responses lag behind: no worker expires held actions until they catch up."""
-        await self.redis.set(BACKLOG_KEY, self.worker_id, px=int(max(2.0, 4 * self.ss.sweep_interval_s) * 1000))
+        await self.redis.set(keys.STREAMS_BACKLOG, self.worker_id, px=int(max(2.0, 4 * self.ss.sweep_interval_s) * 1000))
 
     async def expiry_allowed(self) -> bool:
         """Orphans may expire only while no worker is catching up (the response may be in its backlog)."""
         if self.now_ms() - self.assigned_at_ms < 1000 * max(2.0, 4 * self.ss.sweep_interval_s):
             return False
-        return not await self.redis.exists(BUSY_KEY, BACKLOG_KEY)
+        return not await self.redis.exists(keys.STREAMS_BUSY, keys.STREAMS_BACKLOG)
 
     def lag(self, topic: str, read: dict[int, int]) -> int:
         """Records of `topic` on this worker's partitions not yet read (by the offsets in `read`)."""

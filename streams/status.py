@@ -7,7 +7,8 @@ from typing import Any
 
 from prefloop.settings import Settings
 from streams.settings import StreamsSettings
-from streams.trigger import LOCK_KEY, STATE_KEY, Policy, State, cooldown_left_s, decide
+from prefloop.keys import PAIRS_TOTAL, TRIGGER_LOCK, TRIGGER_STATE
+from streams.trigger import Policy, State, cooldown_left_s, decide
 
 
 def trigger_progress(settings: Settings, ss: StreamsSettings | None = None) -> dict[str, Any]:
@@ -18,12 +19,11 @@ def trigger_progress(settings: Settings, ss: StreamsSettings | None = None) -> d
     policy = Policy.from_settings(ss)
     client = redis.Redis.from_url(settings.redis_dsn, socket_timeout=2)
     try:
-        from streams.runtime import PAIRS_TOTAL_KEY
 
-        total = int(client.get(PAIRS_TOTAL_KEY) or 0)
-        fields = {k.decode(): v.decode() for k, v in client.hgetall(STATE_KEY).items()}
-        holder = client.get(LOCK_KEY)
-        lock_ttl_ms = client.pttl(LOCK_KEY) if holder else -2
+        total = int(client.get(PAIRS_TOTAL) or 0)
+        fields = {k.decode(): v.decode() for k, v in client.hgetall(TRIGGER_STATE).items()}
+        holder = client.get(TRIGGER_LOCK)
+        lock_ttl_ms = client.pttl(TRIGGER_LOCK) if holder else -2
     finally:
         client.close()
     state = State(pairs_total=total, pairs_at_last=int(fields.get("pairs_at_last", 0)),

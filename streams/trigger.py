@@ -38,13 +38,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prefloop import topics
 from prefloop.settings import Settings
 from schemas import PreferencePair, TrainingRequest, TriggerReason, decode, encode
-from streams.runtime import PAIR_WM_KEY, PAIRS_TOTAL_KEY
+from prefloop.keys import PAIR_WM_PREFIX, PAIRS_TOTAL, TRIGGER_LOCK, TRIGGER_STATE
 from streams.settings import StreamsSettings
 
 log = logging.getLogger("prefloop.streams.trigger")
 
-LOCK_KEY = "prefloop:trigger:lock"
-STATE_KEY = "prefloop:trigger:state"  # hash: pairs_at_last, last_request_ms, last_request_id, snapshot_id, offsets, since_ms, pending
 
 
 def default_snapshot(pairs: list[PreferencePair], home: Path) -> str:
@@ -116,10 +114,10 @@ def decide(policy: Policy, state: State) -> TriggerReason | None:
 # --- Redis state ------------------------------------------------------------------------------------------------
 async def read_state(redis: Any, partitions: int, now_ms: int) -> tuple[State, dict[str, str]]:
     pipe = redis.pipeline(transaction=True)
-    pipe.get(PAIRS_TOTAL_KEY)
-    pipe.hgetall(STATE_KEY)
+    pipe.get(PAIRS_TOTAL)
+    pipe.hgetall(TRIGGER_STATE)
     for p in range(partitions):
-        pipe.get(PAIR_WM_KEY + str(p))
+        pipe.get(PAIR_WM_PREFIX + str(p))
     total, raw, *wms = await pipe.execute()
     fields = {k.decode(): v.decode() for k, v in (raw or {}).items()}
     state = State(
@@ -155,7 +153,7 @@ class Trigger:
             await self._republish(fields["pending"])
             return None
         if not state.since_ms and state.pairs_total:
-            await self.redis.hsetnx(STATE_KEY, "since_ms", now)
+            await self.redis.hsetnx(TRIGGER_STATE, "since_ms", now)
         if state.new_pairs < max(1, min(self.policy.min_pairs, self.policy.new_pairs)):
             return None
         state.drift = await asyncio.get_running_loop().run_in_executor(None, self.drift) if self.drift else None
@@ -163,14 +161,14 @@ class Trigger:
         if reason is None:
             return None
         request_id = f"req-{now}-{state.pairs_total}"
-        if not await self.redis.set(LOCK_KEY, request_id, nx=True, px=int(self.ss.trigger_lock_ttl_s * 1000)):
+        if not await self.redis.set(TRIGGER_LOCK, request_id, nx=True, px=int(self.ss.trigger_lock_ttl_s * 1000)):
             return None  # another worker is asking, or a training job is running
         try:
             return await self._fire(request_id, reason, state.drift)
         except Exception:
             # Nothing was published: give the crossing back so the next check can try again.
-            if await self.redis.get(LOCK_KEY) == request_id.encode():
-                await self.redis.delete(LOCK_KEY)
+            if await self.redis.get(TRIGGER_LOCK) == request_id.encode():
+                await self.redis.delete(TRIGGER_LOCK)
             raise
 
     async def _fire(self, request_id: str, reason: TriggerReason, drift: float | None) -> TrainingRequest | None:
@@ -178,7 +176,7 @@ class Trigger:
         state, fields = await read_state(self.redis, self.settings.pairs_partitions, now)  # under the lock
         state.drift = drift
         if fields.get("pending") or decide(self.policy, state) is None:
-            await self.redis.delete(LOCK_KEY)
+            await self.redis.delete(TRIGGER_LOCK)
             return None
         previous = json.loads(fields.get("offsets", "{}"))
         pairs = await read_pairs(self.settings, previous, state.offsets)
@@ -189,7 +187,7 @@ class Trigger:
         request = TrainingRequest(snapshot_id=snapshot_id, reason=reason, pair_count=len(pairs), metrics=metrics,
                                   event_id=request_id, occurred_at=now)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(STATE_KEY, mapping={
+        pipe.hset(TRIGGER_STATE, mapping={
             "pairs_at_last": state.pairs_total, "last_request_ms": now, "last_request_id": request_id,
             "snapshot_id": snapshot_id, "offsets": json.dumps(state.offsets), "pending": _pending(request),
         })
@@ -206,7 +204,7 @@ class Trigger:
 
     async def _publish(self, request: TrainingRequest) -> None:
         await (await self.send(topics.TRAINING_REQUESTS, request.event_id.encode(), encode(request)))
-        await self.redis.hdel(STATE_KEY, "pending")
+        await self.redis.hdel(TRIGGER_STATE, "pending")
 
     async def _republish(self, pending: str) -> None:
         request = decode(bytes.fromhex(pending))

@@ -1,4 +1,5 @@
-"""Mirrors of the disk registry: the analytics table `model_versions` and the production pointer in Redis.
+"""Mirrors of the disk registry: the analytics table `model_versions` and the production version of the
+routing table in Redis (prefloop/routing.py).
 
 The disk registry is the source of truth; the mirrors are best-effort copies for analysts and for
 apps. When the analytics store or Redis is not configured or not reachable, the registry still
@@ -12,11 +13,9 @@ import math
 import sys
 from typing import IO, Any
 
+from prefloop import keys, routing
 from trainer.registry import ModelVersion, VersionStatus
 
-# Redis key holding the version apps should serve by default (the rollout controller's canary
-# routing table is separate and owned by streams/).
-PRODUCTION_KEY = "prefloop:models:production"
 MODEL_VERSIONS_TABLE = "model_versions"
 MODEL_VERSIONS_COLUMNS = ("version", "parent_version", "status", "adapter_path", "snapshot_id", "metrics", "created_at")
 
@@ -47,7 +46,7 @@ class NullMirror:
 
 class ServicesMirror:
     """Writes each changed version to ClickHouse (`prefloop.analytics.store.connect(settings)`) and,
-    for the production version, the Redis pointer at `settings.redis_dsn`."""
+    for the production version, the routing table's production field at `settings.redis_dsn`."""
 
     def __init__(self, settings: Any, warn_stream: IO[str] | None = None, redis_timeout_s: float = 1.0) -> None:
         self.settings = settings
@@ -71,7 +70,7 @@ class ServicesMirror:
                 self._mirror_redis(version_record)
             except Exception as exc:  # noqa: BLE001
                 self._disabled.add("redis")
-                failures.append(f"Redis key {PRODUCTION_KEY}: {_one_line(exc)}")
+                failures.append(f"Redis routing table {keys.ROUTING}: {_one_line(exc)}")
         if failures:
             self.warn_stream.write(
                 f"prefloop: warning: registry mirror skipped ({'; '.join(failures)}); the disk registry is up to date\n"
@@ -92,7 +91,7 @@ class ServicesMirror:
             self._redis = redis.Redis.from_url(
                 self.settings.redis_dsn, socket_connect_timeout=self.redis_timeout_s, socket_timeout=self.redis_timeout_s
             )
-        self._redis.set(PRODUCTION_KEY, record.version)
+        routing.set_production(self._redis, record.version)
 
     def close(self) -> None:
         for client in (self._store, self._redis):
@@ -105,6 +104,7 @@ class ServicesMirror:
 
 def open_registry(settings: Any, mirror: bool = True):
     """The registry under `settings.home`, mirrored to the services unless `mirror` is False."""
-    from trainer.registry import ModelRegistry
+    from prefloop import keys, routing
+from trainer.registry import ModelRegistry
 
     return ModelRegistry(settings.home, ServicesMirror(settings) if mirror else NullMirror())

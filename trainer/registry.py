@@ -3,8 +3,9 @@
 `<home>/registry/registry.json` lists every version: `v1.0` is the base model, each training run
 registers `v1.1`, `v1.2`, … as a *candidate* with its adapter location, parent version (the
 production version when it was trained), dataset snapshot and metrics. Statuses: candidate →
-canary → production, or rejected; a promotion retires the previous production; a rollback marks
-the current production rolled_back and restores the one before it. Every change is written
+approved (the evaluator's gate) → canary → production, or rejected (gate) / rolled_back (rollout);
+a promotion retires the previous production; a rollback marks the current production rolled_back
+and restores the one before it. Every change is written
 atomically (temp file + rename) under an exclusive file lock, then handed to a `RegistryMirror`
 (the analytics table `model_versions` and the production pointer in Redis).
 """
@@ -29,11 +30,12 @@ BASE_VERSION = "v1.0"
 
 
 class VersionStatus(str, enum.Enum):
-    CANDIDATE = "candidate"
-    CANARY = "canary"
+    CANDIDATE = "candidate"  # trained, not yet evaluated
+    APPROVED = "approved"  # the evaluator's gate passed; waits for the rollout controller
+    CANARY = "canary"  # served to a fraction of users by the rollout controller
     PRODUCTION = "production"
-    REJECTED = "rejected"
-    ROLLED_BACK = "rolled_back"
+    REJECTED = "rejected"  # the gate failed
+    ROLLED_BACK = "rolled_back"  # removed from traffic by a rollback (canary or production)
     RETIRED = "retired"  # was production, replaced by a promotion
 
 
@@ -49,6 +51,8 @@ class ModelVersion:
     created_at: int = 0  # epoch ms
     updated_at: int = 0
     reason: str = ""
+    # The evaluator's outcome: decision, reason, win_rate, win_rate_lower, n, report (path), …
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -187,10 +191,12 @@ class ModelRegistry:
             data["versions"].append(record.to_json())
         return record
 
-    def set_status(self, version: str, status: VersionStatus | str, reason: str = "") -> ModelVersion:
-        """Mark a candidate canary or rejected (promotion and rollback have their own methods)."""
+    def set_status(self, version: str, status: VersionStatus | str, reason: str = "",
+                   evaluation: dict[str, Any] | None = None) -> ModelVersion:
+        """Mark a version that is not in production approved, rejected, canary or rolled_back (a canary
+        taken out of traffic); promotion to production and its rollback have their own methods."""
         status = VersionStatus(status)
-        if status in (VersionStatus.PRODUCTION, VersionStatus.ROLLED_BACK, VersionStatus.RETIRED):
+        if status in (VersionStatus.PRODUCTION, VersionStatus.RETIRED):
             raise RegistryError(f"use promote/rollback to set status {status.value}")
         with self._transaction() as data:
             def change(record: dict[str, Any]) -> None:
@@ -198,6 +204,8 @@ class ModelRegistry:
                     raise RegistryError(f"{version} is in production; roll it back instead of marking it {status.value}")
                 record["status"] = status.value
                 record["reason"] = reason or record.get("reason", "")
+                if evaluation is not None:
+                    record["evaluation"] = evaluation
 
             self._update(data, version, change)
         return self.get(version)

@@ -5,7 +5,7 @@ clock limit (`job_timeout_s`). Exit 0 with a result file → the adapter is regi
 and SUCCEEDED is published with the new version and metrics. A crash, a kill (OOM killer: SIGKILL)
 or a timeout → FAILED with the reason, no registry version; crashes and timeouts are retried with
 exponential back-off (`job_retries`, `retry_backoff_s`), bad input (exit 2) is not. Whatever the
-outcome, the trigger lock in Redis (`TRIGGER_LOCK_KEY`, set by the streams trigger when it asks for
+outcome, the trigger lock in Redis (`TRIGGER_LOCK`, set by the streams trigger when it asks for
 a run) is released so the next trigger can fire.
 
 `handle_request(req, settings, publish)` is the whole per-request logic and needs no Kafka;
@@ -28,14 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefloop.keys import TRIGGER_LOCK
 from schemas import TrainingRequest, TrainingResult, TrainingStatus
 from trainer.job import EXIT_BAD_INPUT
 from trainer.registry import ModelRegistry
 from trainer.settings import TrainerSettings, load_trainer_settings
 
-# Redis key of the threshold trigger's lock; the streams trigger sets it (SET NX) when it publishes a
-# TrainingRequest, the trainer deletes it when the job is over, whatever its outcome.
-TRIGGER_LOCK_KEY = "prefloop:trigger:lock"
 
 Publish = Callable[[TrainingResult], Awaitable[None]]
 
@@ -131,13 +129,13 @@ def release_trigger_lock(settings: Any, timeout_s: float = 1.0) -> bool:
 
         client = redis.Redis.from_url(settings.redis_dsn, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
         try:
-            client.delete(TRIGGER_LOCK_KEY)
+            client.delete(TRIGGER_LOCK)
         finally:
             client.close()
         return True
     except Exception as exc:  # noqa: BLE001 - the result must still be published
         detail = " ".join(str(exc).split())[:160]
-        print(f"prefloop trainer: warning: could not release {TRIGGER_LOCK_KEY} in Redis ({type(exc).__name__}: {detail})",
+        print(f"prefloop trainer: warning: could not release {TRIGGER_LOCK} in Redis ({type(exc).__name__}: {detail})",
               file=sys.stderr)
         return False
 

@@ -197,9 +197,12 @@ class FeedbackClient:
         prompt_id: str | None = None,
         user_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        latency_ms: int | None = None,
+        error: str | None = None,
     ) -> Response:
         """Record a response shown to a user. A missing response_id is generated; a missing
-        prompt_id is a hash of the normalised prompt, so regenerations group together."""
+        prompt_id is a hash of the normalised prompt, so regenerations group together.
+        `latency_ms` and `error` (why generation failed) feed per-version error rates and latency."""
         record = Response(
             response_id=new_event_id() if response_id is None else response_id,
             prompt=prompt,
@@ -208,6 +211,8 @@ class FeedbackClient:
             prompt_id=prompt_id or "",
             user_id=user_id,
             tags={} if tags is None else dict(tags) if isinstance(tags, Mapping) else tags,  # type: ignore[arg-type]
+            latency_ms=latency_ms,
+            error=error,
         )
         return await self.send(record)
 

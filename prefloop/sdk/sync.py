@@ -63,6 +63,8 @@ class SyncFeedbackClient:
         prompt_id: str | None = None,
         user_id: str | None = None,
         tags: Mapping[str, str] | None = None,
+        latency_ms: int | None = None,
+        error: str | None = None,
     ) -> Response:
         return self._call(
             self._client.response(
@@ -73,6 +75,8 @@ class SyncFeedbackClient:
                 prompt_id=prompt_id,
                 user_id=user_id,
                 tags=tags,
+                latency_ms=latency_ms,
+                error=error,
             )
         )
 

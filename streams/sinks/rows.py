@@ -24,6 +24,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "feedback_events": (
         "event_id", "event_type", "occurred_at", "response_id", "prompt_id", "model_version", "user_id", "kind",
         "rating", "rejected_response_id", "prompt_chars", "response_chars", "tags", "source_partition", "source_offset",
+        "latency_ms", "error",
     ),
     "action_facts": (
         "event_id", "occurred_at", "kind", "response_id", "prompt_id", "model_version", "user_id", "rating",
@@ -40,14 +41,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 def response_event(resp: Response, partition: int, offset: int) -> list[Any]:
     return [resp.event_id, "response", row_time(resp.occurred_at), resp.response_id, resp.prompt_id,
             resp.model_version, resp.user_id, "", None, None, len(resp.prompt), len(resp.response),
-            dict(resp.tags), partition, offset]
+            dict(resp.tags), partition, offset, resp.latency_ms, resp.error]
 
 
 def action_event(action: Action, partition: int, offset: int, prompt_id: str = "", model_version: str = "",
                  prompt_chars: int = 0, response_chars: int = 0) -> list[Any]:
     return [action.event_id, "action", row_time(action.occurred_at), action.response_id, prompt_id, model_version,
             action.user_id, action.kind.value, action.rating, action.rejected_response_id, prompt_chars,
-            response_chars, {}, partition, offset]
+            response_chars, {}, partition, offset, None, None]
 
 
 def action_fact(action: Action, prompt_id: str, model_version: str, rejected_model_version: str,

@@ -33,7 +33,8 @@ from streams.dlq import UNKNOWN_REFERENCE, Rejected, dead_letter, decode_as
 from streams.pairing.group import PairDraft, PromptGroup, RuleSettings
 from streams.pairing.quality import QualityRules
 from streams.pairing.text import normalised_distance
-from streams.runtime import BatchStage, INDEX_KEY, Runtime, fatal, partition_for
+from prefloop.keys import INDEX_PREFIX
+from streams.runtime import BatchStage, Runtime, fatal, partition_for
 from streams.sinks import rows
 from streams.sinks.rows import row_json, send_rows
 from streams.stages.resolve import ACTION_WIDTH, INDEXED_FIELDS, action_from_item
@@ -220,7 +221,7 @@ class GroupStage(BatchStage):
             announce: dict[int, list[list[Any]]] = defaultdict(list)
             keys, values = [], []
             for rid, where in batch.index.items():
-                keys.append(INDEX_KEY + rid)
+                keys.append(INDEX_PREFIX + rid)
                 values.append(where)
                 prompt_id, _, gp = where.partition("\t")
                 announce[partition_for(rid, rt.settings.actions_partitions)].append([rid, prompt_id, int(gp)])

@@ -34,7 +34,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prefloop import topics as contract
 from schemas import decode
 from streams import wire
-from streams.runtime import BatchStage, PAIR_IDS_KEY, PAIR_WM_KEY, PAIRS_TOTAL_KEY, Runtime, SentBatch, fatal, wait_all
+from prefloop.keys import PAIR_IDS_PREFIX, PAIR_WM_PREFIX, PAIRS_TOTAL
+from streams.runtime import BatchStage, Runtime, SentBatch, fatal, wait_all
 from streams.sinks import rows
 from streams.sinks.rows import send_json_rows, send_rows
 from streams.stages.group import CANDIDATE_FIELDS
@@ -101,7 +102,7 @@ class PublishStage(BatchStage):
         candidates = {p: [pid for pid in pairs if pid not in self.inflight[p]] for p, pairs in by_partition.items()}
         async with rt.redis.pipeline(transaction=False) as pipe:
             for partition, ids in candidates.items():
-                pipe.smismember(PAIR_IDS_KEY + str(partition), ids or [""])
+                pipe.smismember(PAIR_IDS_PREFIX + str(partition), ids or [""])
             present = await pipe.execute()
         sent: dict[int, tuple[list[str], list[SentBatch]]] = {}
         published: list[bytes] = []
@@ -159,7 +160,7 @@ class PublishStage(BatchStage):
         added = 0
         for start in range(0, max(len(ids), 1), 5000):
             added += await self._record(
-                keys=[PAIR_IDS_KEY + str(partition), PAIR_WM_KEY + str(partition), PAIRS_TOTAL_KEY],
+                keys=[PAIR_IDS_PREFIX + str(partition), PAIR_WM_PREFIX + str(partition), PAIRS_TOTAL],
                 args=[watermark, *ids[start:start + 5000]])
         return added
 
@@ -174,7 +175,7 @@ class PublishStage(BatchStage):
         reader = self._reader
         tp = TopicPartition(contract.PAIRS, partition)
         reader.assign([tp])
-        start = int(await rt.redis.get(PAIR_WM_KEY + str(partition)) or 0)
+        start = int(await rt.redis.get(PAIR_WM_PREFIX + str(partition)) or 0)
         first = (await reader.beginning_offsets([tp]))[tp]
         end = (await reader.end_offsets([tp]))[tp]
         position = max(start, first)

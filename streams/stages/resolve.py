@@ -34,7 +34,8 @@ from schemas import Action, ActionKind
 from streams import wire
 from streams.batching import records
 from streams.dlq import EXPIRED_ORPHAN, Rejected, dead_letter, decode_as
-from streams.runtime import BatchStage, INDEX_KEY, Runtime, fatal
+from prefloop.keys import INDEX_PREFIX
+from streams.runtime import BatchStage, Runtime, fatal
 from streams.sinks import rows
 
 log = logging.getLogger("prefloop.streams.resolve")
@@ -116,7 +117,7 @@ class ResolveStage(BatchStage):
         rt.stats.add("actions.in", len(actions))
         unknown = [a.response_id for a, *_ in actions if a.response_id not in located]
         if unknown:
-            found = await rt.redis.mget([INDEX_KEY + rid for rid in unknown])
+            found = await rt.redis.mget([INDEX_PREFIX + rid for rid in unknown])
             for rid, where in zip(unknown, found):
                 if where is not None:
                     prompt_id, _, gp = where.decode().partition("\t")
@@ -205,7 +206,7 @@ class ResolveStage(BatchStage):
             self._last_recheck = time.monotonic()
             for start in range(0, len(entries), 10000):
                 chunk = entries[start:start + 10000]
-                located[start:start + len(chunk)] = await rt.redis.mget([INDEX_KEY + key for key, _, _ in chunk])
+                located[start:start + len(chunk)] = await rt.redis.mget([INDEX_PREFIX + key for key, _, _ in chunk])
         forwards: dict[int, list[list[Any]]] = defaultdict(list)
         futures, analytics, done, kept = [], [], [], []
         for (key, partition, held), where in zip(entries, located):

@@ -261,7 +261,9 @@ def diagnose_missing(settings: Settings, records: list, missing: set[str], app_i
             dead[(letter.source_partition, letter.source_offset)] = letter.reason
     import redis as _redis
 
-    from streams.runtime import INDEX_KEY, PAIR_IDS_KEY, partition_for
+    from prefloop.keys import INDEX_PREFIX as INDEX_KEY
+    from prefloop.keys import PAIR_IDS_PREFIX as PAIR_IDS_KEY
+    from streams.runtime import partition_for
 
     index = _redis.Redis.from_url(settings.redis_dsn)
     lines = []

@@ -16,10 +16,12 @@ from prefloop.analytics.store import ch_time
 from schemas import Action, ActionKind, Response, TrainingRequest, decode
 from streams.analytics import drift
 from streams.pairing.text import normalised_distance
-from streams.runtime import PAIRS_TOTAL_KEY
+from prefloop.keys import PAIRS_TOTAL as PAIRS_TOTAL_KEY
+from prefloop.keys import TRIGGER_LOCK as LOCK_KEY
+from prefloop.keys import TRIGGER_STATE as STATE_KEY
 from streams.settings import StreamsSettings
 from streams.status import trigger_progress
-from streams.trigger import LOCK_KEY, STATE_KEY, Trigger
+from streams.trigger import Trigger
 from streams_helpers import produce, read_pairs, read_topic, wait_for
 
 pytestmark = pytest.mark.services

@@ -11,7 +11,8 @@ from trainer_synthetic import polite_pairs
 
 from schemas import TrainingRequest, TrainingStatus, TriggerReason
 from trainer.registry import ModelRegistry, VersionStatus
-from trainer.service import TRIGGER_LOCK_KEY, handle_request, release_trigger_lock
+from prefloop.keys import TRIGGER_LOCK as TRIGGER_LOCK_KEY
+from trainer.service import handle_request, release_trigger_lock
 from trainer.snapshots import create_snapshot
 
 
@@ -155,5 +156,5 @@ def test_services_mirror_warns_once_and_registry_still_works(settings):
     registry.promote("v1.1")
     lines = stream.getvalue().strip().splitlines()
     assert len(lines) == 1
-    assert "model_versions" in lines[0] and "prefloop:models:production" in lines[0]
+    assert "model_versions" in lines[0] and "prefloop:routing" in lines[0]
     assert registry.production().version == "v1.1"

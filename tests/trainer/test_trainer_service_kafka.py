@@ -12,8 +12,9 @@ from trainer_synthetic import polite_pairs
 
 from prefloop import topics
 from schemas import TrainingRequest, TrainingResult, TrainingStatus, TriggerReason, decode, encode
-from trainer.mirror import PRODUCTION_KEY
-from trainer.service import TRIGGER_LOCK_KEY, run_service
+from prefloop import routing
+from prefloop.keys import TRIGGER_LOCK as TRIGGER_LOCK_KEY
+from trainer.service import run_service
 from trainer.snapshots import create_snapshot
 
 
@@ -68,7 +69,7 @@ def test_service_consumes_a_request_and_publishes_the_result(services, redis_cli
     assert result.version == "v1.1" and result.snapshot_id == snap.snapshot_id
     assert result.metrics["heldout_reward_accuracy"] >= 0.9
     assert redis_client.get(TRIGGER_LOCK_KEY) is None  # the trigger may fire again
-    assert redis_client.get(PRODUCTION_KEY) == b"v1.0"  # the base model is production until a promotion
+    assert routing.read_table(redis_client).production == "v1.0"  # the base model is production until a promotion
     rows = store.query("SELECT version, status, snapshot_id FROM model_versions FINAL WHERE version IN ('v1.0', 'v1.1') "
                        f"AND (snapshot_id = '{snap.snapshot_id}' OR version = 'v1.0') ORDER BY version").rows
     assert ["v1.1", "candidate", snap.snapshot_id] in [list(r) for r in rows]
