@@ -6,7 +6,9 @@ synthetic pairs, model, device, step count and batch size (see `bench_arm` for e
 tokenization and reference log-probs), pairs/s of the training loop alone, and peak memory (peak
 RSS of the arm's process on CPU, `torch.cuda.max_memory_allocated` on GPU); then the ratios.
 `--warm` adds a third arm: prefloop again with the reference cache the first prefloop arm filled.
-Each arm is bounded by `--steps` and killed after `--time-limit` seconds.
+`--arms` picks other arms (every layer checkpointed, Liger kernels), `--repeat N` runs N rounds with
+the arm order alternating and prints every round and the spread of the ratios. Each arm is bounded by
+`--steps` and killed after `--time-limit` seconds.
 """
 
 from __future__ import annotations
@@ -40,6 +42,25 @@ def synthetic_pairs(n: int, seed: int = 0) -> list[dict]:
     return pairs
 
 
+# Arms a run can include: name -> extra arguments of `python -m trainer.bench_arm`.
+ARMS: dict[str, list[str]] = {
+    "trl-default": ["--arm", "trl"],
+    "prefloop": ["--arm", "prefloop"],  # TrainerSettings defaults: gradient checkpointing auto
+    "prefloop-warm-cache": ["--arm", "prefloop"],  # again, with the reference cache the round's prefloop arm filled
+    "prefloop-ckpt": ["--arm", "prefloop", "--gradient-checkpointing", "on"],  # every layer, as TRL
+    "prefloop-liger": ["--arm", "prefloop", "--liger-kernel"],  # Liger's layer kernels (GPU)
+    "prefloop-ckpt-liger": ["--arm", "prefloop", "--gradient-checkpointing", "on", "--liger-kernel"],
+}
+
+
+def _arm_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ARMS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown arm(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(ARMS)}")
+    return names
+
+
 def add_bench_command(bench_sub: argparse._SubParsersAction) -> None:
     from trainer.cli import _one_line_errors, _positive_float, _positive_int
 
@@ -49,7 +70,11 @@ def add_bench_command(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=_positive_int, default=8, help="optimizer steps per arm (default 8)")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="pairs per step (default 8)")
     p.add_argument("--time-limit", type=_positive_float, default=900.0, help="seconds before an arm is killed (default 900)")
-    p.add_argument("--warm", action="store_true", help="add an arm re-running prefloop with a warm reference cache")
+    p.add_argument("--arms", type=_arm_list, default=["trl-default", "prefloop"], metavar="LIST",
+                   help=f"comma-separated arms, run in this order (default trl-default,prefloop; known: {', '.join(ARMS)})")
+    p.add_argument("--warm", action="store_true", help="add the prefloop-warm-cache arm")
+    p.add_argument("--repeat", type=_positive_int, default=1,
+                   help="rounds; the arm order alternates (reversed every other round) so drift hits every arm alike")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     p.set_defaults(handler=cmd_bench_trainer)
 
@@ -69,10 +94,25 @@ def _run_arm(name: str, argv: list[str], log: Path, limit: float) -> dict:
     return result
 
 
+def _round_order(arms: list[str], round_index: int) -> list[str]:
+    """Alternate the order every round; a warm-cache arm always runs after a cold prefloop arm of its round."""
+    order = arms if round_index % 2 == 0 else list(reversed(arms))
+    if "prefloop-warm-cache" in order and "prefloop" in order:
+        order = [a for a in order if a != "prefloop-warm-cache"]
+        order.insert(order.index("prefloop") + 1, "prefloop-warm-cache")
+    return order
+
+
 def cmd_bench_trainer(args: argparse.Namespace) -> int:
+    from prefloop.errors import PrefloopError
     from prefloop.settings import load_settings
     from trainer.base_models import resolve_base_model
 
+    arms = list(args.arms)
+    if args.warm and "prefloop-warm-cache" not in arms:
+        arms.append("prefloop-warm-cache")
+    if "prefloop-warm-cache" in arms and "prefloop" not in arms:
+        raise PrefloopError("the prefloop-warm-cache arm reuses the cache the prefloop arm fills: add prefloop to --arms")
     settings = load_settings()
     model_dir = resolve_base_model(args.model, settings.cache_dir)
     out_root = settings.home / "bench"
@@ -81,29 +121,49 @@ def cmd_bench_trainer(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix=f"trainer-{stamp}-", dir=out_root))
     pairs_file = work / "pairs.jsonl"
     pairs_file.write_text("".join(json.dumps(p) + "\n" for p in synthetic_pairs(args.pairs)))
-    cache = work / "ref-cache"
-    cache.mkdir()
     common = ["--pairs", str(pairs_file), "--model", str(model_dir), "--steps", str(args.steps),
               "--batch-size", str(args.batch_size)]
-    arms = [("trl-default", ["--arm", "trl"]), ("prefloop", ["--arm", "prefloop", "--cache-dir", str(cache)])]
-    if args.warm:
-        arms.append(("prefloop-warm-cache", ["--arm", "prefloop", "--cache-dir", str(cache)]))
     print(f"bench trainer: {args.pairs} pairs, {args.steps} steps x {args.batch_size} pairs, model {args.model} ({model_dir}); "
-          f"arms run one at a time in subprocesses (logs in {work})", flush=True)
-    results: dict[str, dict] = {}
-    for name, extra in arms:
-        print(f"  running {name} …", flush=True)
-        argv = [sys.executable, "-m", "trainer.bench_arm", *extra, *common, "--out", str(work / f"{name}.json")]
-        results[name] = _run_arm(name, argv, work / f"{name}.log", args.time_limit)
-    _print_table(results)
+          f"arms {', '.join(arms)}, {args.repeat} round(s), one at a time in subprocesses (logs in {work})", flush=True)
+    rounds: list[dict[str, dict]] = []
+    for index in range(args.repeat):
+        cache = work / f"ref-cache-{index}"  # cold for each round's prefloop arm
+        cache.mkdir()
+        results: dict[str, dict] = {}
+        for name in _round_order(arms, index):
+            print(f"  round {index + 1}: running {name} …", flush=True)
+            extra = list(ARMS[name])
+            if extra[1] == "prefloop":
+                extra += ["--cache-dir", str(cache if name in ("prefloop", "prefloop-warm-cache") else work / f"cache-{name}-{index}")]
+            argv = [sys.executable, "-m", "trainer.bench_arm", *extra, *common, "--out", str(work / f"{name}-{index}.json")]
+            results[name] = _run_arm(name, argv, work / f"{name}-{index}.log", args.time_limit)
+        rounds.append({name: results[name] for name in arms})
+        _print_table(rounds[-1])
+    spread = _spread(rounds) if args.repeat > 1 else {}
+    if spread:
+        print(f"  over {args.repeat} rounds (median, min-max):")
+        for key, (median, low, high) in spread.items():
+            print(f"    {key}: {median:.2f}x ({low:.2f}-{high:.2f})")
     summary = {"pairs": args.pairs, "steps": args.steps, "batch_size": args.batch_size, "model": args.model,
-               "model_dir": str(model_dir), "arms": results, "ratios": _ratios(results)}
+               "model_dir": str(model_dir), "arms": rounds[0], "ratios": _ratios(rounds[0]),
+               "rounds": [{"arms": r, "ratios": _ratios(r)} for r in rounds],
+               "spread": {k: {"median": m, "min": lo, "max": hi} for k, (m, lo, hi) in spread.items()}}
     record = out_root / f"trainer-{stamp}.json"
     record.write_text(json.dumps(summary, indent=2) + "\n")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"results: {record}")
-    return 0 if all("error" not in r for r in results.values()) else 1
+    return 0 if all("error" not in r for results in rounds for r in results.values()) else 1
+
+
+def _spread(rounds: list[dict[str, dict]]) -> dict[str, tuple[float, float, float]]:
+    import statistics
+
+    values: dict[str, list[float]] = {}
+    for results in rounds:
+        for key, value in _ratios(results).items():
+            values.setdefault(key, []).append(value)
+    return {k: (statistics.median(v), min(v), max(v)) for k, v in values.items()}
 
 
 def _rates(r: dict) -> tuple[float, float]:

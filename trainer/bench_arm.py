@@ -14,7 +14,8 @@ adapter saved on disk (tokenization and reference log-probs included).
 - `prefloop`: `run_training` with TrainerSettings defaults for the same steps / batch size, held-out
   split and replay off and every pair weighted once (so both arms see the same rows), and a fresh
   reference cache (cold: it pays for every reference forward, as a first run does). With
-  `--warm-cache DIR` it reuses a cache an earlier arm filled (a later run over the same pairs).
+  `--cache-dir DIR` it uses a cache an earlier arm filled (a later run over the same pairs);
+  `--gradient-checkpointing` and `--liger-kernel` set those TrainerSettings.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def run_trl_default(pairs: list[dict], model_dir: Path, steps: int, batch_size: 
 
 
 def run_prefloop(pairs: list[dict], model_dir: Path, steps: int, batch_size: int, seed: int, out_dir: Path,
-                 cache_dir: Path) -> dict:
+                 cache_dir: Path, gradient_checkpointing: str = "auto", liger_kernel: bool = False) -> dict:
     import torch
 
     from trainer.dpo import resolve_device
@@ -91,13 +92,14 @@ def run_prefloop(pairs: list[dict], model_dir: Path, steps: int, batch_size: int
     settings = TrainerSettings(
         base_model=str(model_dir), max_steps=steps, batch_size=batch_size, seed=seed, heldout_fraction=0.0,
         min_heldout_pairs=0, replay_fraction=0.0, min_pairs=1, source_weights={s: 1.0 for s in ("EDIT", "CHOICE", "THUMBS", "RATING")},
+        gradient_checkpointing=gradient_checkpointing, liger_kernel=liger_kernel,
     )
     started = time.monotonic()
     run = run_training(settings, snapshot=snapshot, output_dir=out_dir / "adapter", home=home, cache_dir=cache_dir)
     seconds = time.monotonic() - started
     m = run.metrics
     return {"seconds": seconds, "train_seconds": m["train_seconds"], "steps": m["steps"], "device": m["device"],
-            "peak_memory_mb": _peak_mb(device), "gradient_checkpointing": settings.gradient_checkpointing,
+            "peak_memory_mb": _peak_mb(device), "gradient_checkpointing": f"{m['checkpointed_layers']} layers ({settings.gradient_checkpointing})",
             "bf16": m["dtype"] == "bfloat16", "ref_forward_pairs": m["ref_forward_pairs"], "ref_cache_hits": m["ref_cache_hits"],
             "ref_seconds": m["ref_seconds"]}
 
@@ -111,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, help="reference cache to use (default: a fresh one)")
+    parser.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--liger-kernel", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cache = args.cache_dir or work / "cache"
             cache.mkdir(parents=True, exist_ok=True)
-            result = run_prefloop(pairs, args.model, args.steps, args.batch_size, args.seed, work, cache)
+            result = run_prefloop(pairs, args.model, args.steps, args.batch_size, args.seed, work, cache,
+                                  args.gradient_checkpointing, args.liger_kernel)
     result["pairs_trained"] = result["steps"] * args.batch_size
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -78,7 +78,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-pairs", type=_positive_int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--gradient-checkpointing", action="store_const", const=True, default=None)
+    p.add_argument("--gradient-checkpointing", nargs="?", const="on", choices=["auto", "on", "off"],
+                   help="auto (default: the fewest layers that fit the device's free memory), on or off")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
     p.add_argument("--no-register", action="store_true", help="do not add the adapter to the model registry")
     p.set_defaults(handler=cmd_train)

@@ -21,6 +21,7 @@ import trl.trainer.dpo_trainer as trl_dpo_trainer
 from datasets import Dataset
 from peft import LoraConfig
 from torch.utils.data import DataLoader
+from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
 from trainer.ref_cache import RefLogpCache
@@ -75,8 +76,9 @@ def build_lora_config(settings: TrainerSettings) -> LoraConfig:
     )
 
 
-def build_dpo_config(settings: TrainerSettings, output_dir: Path, device: str) -> DPOConfig:
-    """DPOConfig from our settings; every field that differs from TRL's default is set on purpose."""
+def build_dpo_config(settings: TrainerSettings, output_dir: Path, device: str, gradient_checkpointing: bool) -> DPOConfig:
+    """DPOConfig from our settings; every field that differs from TRL's default is set on purpose.
+    `gradient_checkpointing` is the run's choice (trainer/memory.py), not the setting's raw value."""
     return DPOConfig(
         output_dir=str(output_dir),
         # Optimisation
@@ -97,7 +99,8 @@ def build_dpo_config(settings: TrainerSettings, output_dir: Path, device: str) -
         fp16=False,
         use_cpu=device == "cpu",
         # Memory and padding
-        gradient_checkpointing=settings.gradient_checkpointing,  # TRL defaults to True; costs ~20% time
+        gradient_checkpointing=gradient_checkpointing,  # TRL defaults to True; prefloop chooses per run
+        use_liger_kernel=settings.liger_kernel,
         train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         length_column_name="length",
         # Keep our `pair_id` / `length` columns: the sampler reads `length`, the ref cache `pair_id`;
@@ -115,6 +118,21 @@ def build_dpo_config(settings: TrainerSettings, output_dir: Path, device: str) -
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
+
+
+class SelectiveCheckpointing(TrainerCallback):
+    """Keeps gradient checkpointing on the first `layers` decoder layers only. The Trainer enables it on
+    every layer just before `on_train_begin`; this narrows it to the count the memory rule chose."""
+
+    def __init__(self, layers: int) -> None:
+        self.layers = layers
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from trainer.memory import checkpoint_layers
+
+        if model is not None and args.gradient_checkpointing:
+            checkpoint_layers(model, self.layers)
+        return control
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from schemas import PreferencePair
 from trainer.errors import TooFewPairsError, TrainerError
@@ -29,6 +29,9 @@ from trainer.mix import TrainingMix, build_mix
 from trainer.settings import TrainerSettings
 from trainer.snapshots import Snapshot
 from trainer.split import HeldoutLedger
+
+if TYPE_CHECKING:
+    from trainer.memory import CheckpointingChoice
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -145,13 +148,20 @@ def run_training(
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, PrinterCallback
 
-    from trainer.dpo import (CachedReferenceDPOTrainer, attention_backends, build_dpo_config, build_lora_config,
-                             resolve_device, use_bf16)
+    from trainer.dpo import (CachedReferenceDPOTrainer, SelectiveCheckpointing, attention_backends, build_dpo_config,
+                             build_lora_config, resolve_device, use_bf16)
     from trainer.heldout import evaluate_heldout
     from trainer.progress import ProgressLine
     from trainer.ref_cache import RefLogpCache, reference_revision
 
     device = resolve_device(settings.device)
+    if settings.liger_kernel:
+        import importlib.util
+
+        if device != "cuda":
+            raise TrainerError("liger_kernel needs a CUDA device (its kernels are Triton GPU kernels); set it to false on CPU")
+        if importlib.util.find_spec("liger_kernel") is None:
+            raise TrainerError("liger_kernel is on but the liger-kernel package is not installed; pip install liger-kernel")
     if device == "cpu" and settings.cpu_threads:
         torch.set_num_threads(settings.cpu_threads)
     dtype = torch.bfloat16 if use_bf16(device) else torch.float32
@@ -165,14 +175,19 @@ def run_training(
     train_ds = Dataset.from_dict(to_columns(mix.rows, tokenizer, conversational))
     heldout_ds = Dataset.from_dict(to_columns(mix.heldout, tokenizer, conversational)) if mix.heldout else None
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+    checkpointing = plan_checkpointing(settings, model, train_ds, device, dtype)
+    print(f"prefloop train: gradient checkpointing {checkpointing.checkpointed_layers}/{checkpointing.layers} layers "
+          f"({checkpointing.reason})", file=progress_stream or sys.stderr, flush=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     callbacks = [ProgressLine(progress_stream)] if settings.progress else []
+    if checkpointing.enabled:
+        callbacks.append(SelectiveCheckpointing(checkpointing.checkpointed_layers))
     # The reference forward runs inside the trainer's __init__, so it is inside the block too.
     with attention_backends(settings):
         trainer = CachedReferenceDPOTrainer(
             model=model,
             ref_model=None,
-            args=build_dpo_config(settings, output_dir, device),
+            args=build_dpo_config(settings, output_dir, device, checkpointing.enabled),
             train_dataset=train_ds,
             eval_dataset=heldout_ds,
             processing_class=tokenizer,
@@ -215,6 +230,9 @@ def run_training(
         "train_seconds": train_seconds,
         "train_pairs_per_second": pairs_seen(trainer.state.global_step, len(mix.rows), settings) / max(train_seconds, 1e-9),
         "peak_memory_mb": peak_memory_mb(device),
+        "checkpointed_layers": checkpointing.checkpointed_layers,
+        "estimated_memory_mb": checkpointing.estimate_chosen.total / 2**20,
+        "gradient_checkpointing": checkpointing.reason,
         "seconds": time.monotonic() - started,
         "device": device,
         "dtype": str(dtype).removeprefix("torch."),
@@ -238,6 +256,28 @@ def run_training(
     HeldoutLedger(home).add(p.pair_id for p in mix.heldout)
     return TrainingRun(output_dir=output_dir, metrics=metrics, snapshot_id=snapshot.snapshot_id,
                        base_model=settings.base_model, base_model_dir=model_dir)
+
+
+# Tokens a chat template adds around a prompt and a completion (role markers, turn ends).
+_TEMPLATE_TOKENS = 32
+
+
+def plan_checkpointing(settings: TrainerSettings, model, train_ds, device: str, dtype) -> "CheckpointingChoice":
+    """The run's gradient checkpointing: how many decoder layers, from the setting and trainer/memory.py's
+    estimate at the longest padded batch (batch_size pairs = 2 × batch_size sequences)."""
+    import torch
+
+    from trainer.memory import ModelShape, choose_checkpointing, free_memory_bytes, lora_parameter_count
+
+    longest = max(train_ds["length"], default=settings.max_length) + _TEMPLATE_TOKENS
+    tokens = 2 * settings.batch_size * min(settings.max_length, longest)
+    shape = ModelShape.from_config(model.config, parameters=sum(p.numel() for p in model.parameters()))
+    free = free_memory_bytes(device) if settings.gradient_checkpointing == "auto" else None
+    return choose_checkpointing(
+        settings.gradient_checkpointing, shape, tokens=tokens, dtype_bytes=torch.finfo(dtype).bits // 8,
+        lora_parameters=lora_parameter_count(shape, settings.lora_r, list(settings.lora_target_modules)),
+        free_bytes=free, budget_fraction=settings.memory_budget_fraction,
+    )
 
 
 def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -161,20 +161,29 @@ def test_tiny_model_is_deterministic(tmp_path):
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "a").config.num_hidden_layers == 2
 
 
-def test_bench_trainer_measures_both_arms(settings, tmp_path, capsys):
+def test_bench_trainer_measures_alternating_arms_with_their_spread(settings, tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc, stdout, err = run_cli(["bench", "trainer", "--model", "tiny", "--pairs", "16", "--steps", "2", "--batch-size", "4",
-                               "--json", str(out)], capsys)
+                               "--arms", "trl-default,prefloop,prefloop-ckpt", "--repeat", "2", "--json", str(out)], capsys)
     assert rc == 0, stdout + err
     summary = json.loads(out.read_text())
-    arms = summary["arms"]
-    assert set(arms) == {"trl-default", "prefloop"}
-    for arm in arms.values():
-        assert arm["steps"] == 2 and arm["pairs_trained"] == 8 and arm["peak_memory_mb"] > 100 and arm["seconds"] > 0
-    assert arms["trl-default"]["gradient_checkpointing"] is True and arms["prefloop"]["gradient_checkpointing"] is False
-    assert arms["prefloop"]["ref_forward_pairs"] == 16
-    assert summary["ratios"]["prefloop/pairs_per_s"] > 0
-    assert "ratio prefloop/pairs_per_s vs trl-default" in stdout
+    assert len(summary["rounds"]) == 2
+    for round_ in summary["rounds"]:
+        arms = round_["arms"]
+        assert set(arms) == {"trl-default", "prefloop", "prefloop-ckpt"}
+        for arm in arms.values():
+            assert arm["steps"] == 2 and arm["pairs_trained"] == 8 and arm["peak_memory_mb"] > 100 and arm["seconds"] > 0
+        # TRL checkpoints every layer; prefloop's auto rule finds the tiny model fits without it.
+        assert arms["trl-default"]["gradient_checkpointing"] is True
+        assert arms["prefloop"]["gradient_checkpointing"] == "0 layers (auto)"
+        assert arms["prefloop-ckpt"]["gradient_checkpointing"] == "2 layers (on)"
+        assert arms["prefloop"]["ref_forward_pairs"] == 16  # each round starts cold
+        assert round_["ratios"]["prefloop/pairs_per_s"] > 0
+    assert set(summary["spread"]["prefloop/pairs_per_s"]) == {"median", "min", "max"}
+    assert "ratio prefloop/pairs_per_s vs trl-default" in stdout and "over 2 rounds (median, min-max)" in stdout
+    # the order alternates: round 2 ran the arms in reverse
+    logs = sorted((settings.home / "bench").glob("trainer-*/*-1.log"), key=lambda p: p.stat().st_mtime)
+    assert [p.name for p in logs] == ["prefloop-ckpt-1.log", "prefloop-1.log", "trl-default-1.log"]
 
 
 def test_training_skips_trls_weight_hash_and_leaves_cudnn_attention_out(settings, tiny_settings, monkeypatch):
