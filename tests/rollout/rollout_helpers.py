@@ -20,6 +20,7 @@ from typing import Any
 from prefloop import keys, routing, topics
 from prefloop.sdk.testing import read_range
 from schemas import encode
+from evaluator.rollout.state import RolloutState
 from schemas.records import Action, ActionKind, PromotionDecision, PromotionEvent, Response
 from streams.sinks import rows
 
@@ -159,6 +160,30 @@ class Profile:
     error_rate: float = 0.01
     crash_rate: float = 0.0
     latency_ms: int = 300
+
+
+GOOD = Profile(thumbs_up_rate=0.8, error_rate=0.01)
+
+
+def state_of(redis_client: Any) -> RolloutState:
+    return RolloutState.from_json(redis_client.get(keys.ROLLOUT_STATE))
+
+
+def finished(redis_client: Any, candidate: str) -> RolloutState | None:
+    """The record once `candidate`'s rollout is over and its last decision carried out, else None."""
+    state = state_of(redis_client)
+    r = state.rollout
+    if r is not None and r.candidate == candidate and not r.running and state.pending is None:
+        return state
+    return None
+
+
+def start_controller(controllers: Controllers, redis_client: Any, **overrides: Any) -> ControllerProcess:
+    controller = controllers.start(**overrides)
+    controller.wait_ready()
+    # Positioned on models.promotions once the record holds its offsets: a PROMOTE sent now is seen.
+    wait_for(lambda: state_of(redis_client).offsets, 30, "the controller to take the lease and its offsets")
+    return controller
 
 
 class Traffic:

@@ -5,35 +5,14 @@ from __future__ import annotations
 
 import time
 
-from prefloop import keys, routing
+from evaluator.rollout.state import RolloutStatus
+from prefloop import routing
 from rollout_helpers import (
-    Profile, Traffic, promotion_events, publish_promote, rollout_decisions, wait_for,
+    GOOD, Profile, Traffic, finished, promotion_events, publish_promote, rollout_decisions, start_controller, state_of,
+    wait_for,
 )
-from evaluator.rollout.state import RolloutState, RolloutStatus
 from schemas.records import PromotionDecision
 from trainer.registry import VersionStatus
-
-GOOD = Profile(thumbs_up_rate=0.8, error_rate=0.01)
-
-
-def state_of(redis_client) -> RolloutState:
-    return RolloutState.from_json(redis_client.get(keys.ROLLOUT_STATE))
-
-
-def finished(redis_client, candidate: str) -> RolloutState | None:
-    state = state_of(redis_client)
-    r = state.rollout
-    if r is not None and r.candidate == candidate and not r.running and state.pending is None:
-        return state
-    return None
-
-
-def start_controller(controllers, redis_client, **overrides):
-    controller = controllers.start(**overrides)
-    controller.wait_ready()
-    # Positioned on models.promotions once the record holds its offsets: a PROMOTE sent now is seen.
-    wait_for(lambda: state_of(redis_client).offsets, 30, "the controller to take the lease and its offsets")
-    return controller
 
 
 def model_versions_status(store, version: str) -> str:
