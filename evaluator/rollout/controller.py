@@ -50,13 +50,15 @@ def log(message: str) -> None:
 
 class Controller:
     def __init__(self, rollout_settings: RolloutSettings, redis_client: Any, registry: ModelRegistry, store: Any,
-                 publisher: Publisher, owner: str, clock: Callable[[], int] = now_ms) -> None:
+                 publisher: Publisher, owner: str, clock: Callable[[], int] = now_ms,
+                 say: Callable[[str], None] = log) -> None:
         self.settings = rollout_settings
         self.redis = redis_client
         self.registry = registry
         self.store = store
         self.owner = owner
         self.clock = clock
+        self.say = say  # the service logs each step; the CLI, applying a command, prints only its result
         self.lease = Lease(redis_client, owner, rollout_settings.lease_ttl_s)
         self.effects = Effects(registry, self.lease, publisher, store)
         self._last_check_monotonic: float | None = None
@@ -101,7 +103,7 @@ class Controller:
         state.pending = None
         state.log(decided, self.settings.decision_log)
         self.save(state)
-        log(f"{decided.decision.value} {decided.candidate} (traffic {decided.traffic_fraction:g}, event "
+        self.say(f"{decided.decision.value} {decided.candidate} (traffic {decided.traffic_fraction:g}, event "
             f"{decided.event_id}): {decided.reason}")
 
     async def _act(self, state: RolloutState, decision: PromotionDecision, candidate: str, baseline: str,
@@ -125,17 +127,17 @@ class Controller:
             try:
                 event = decode(record.value, expect=PromotionEvent)
             except (DecodeError, ValidationError) as exc:
-                log(f"skipped an undecodable record at {record.partition}:{record.offset}: {exc}")
+                self.say(f"skipped an undecodable record at {record.partition}:{record.offset}: {exc}")
                 continue
             if event.decision is not PromotionDecision.PROMOTE:
                 continue
             problem = self._not_promotable(state, event.candidate_version, manual=False)
             if problem:
-                log(f"ignored PROMOTE {event.event_id} of {event.candidate_version}: {problem}")
+                self.say(f"ignored PROMOTE {event.event_id} of {event.candidate_version}: {problem}")
                 continue
             state.waiting.append(Waiting(event.candidate_version, f"PROMOTE {event.event_id}", self.clock()))
             ahead = f" behind {state.running.candidate}'s rollout" if state.running else ""
-            log(f"PROMOTE {event.event_id}: {event.candidate_version} queued{ahead}")
+            self.say(f"PROMOTE {event.event_id}: {event.candidate_version} queued{ahead}")
         return changed
 
     def _not_promotable(self, state: RolloutState, version: str, manual: bool) -> str:
@@ -162,7 +164,7 @@ class Controller:
             waiting = state.waiting.pop(0)
             problem = self._not_promotable(state, waiting.candidate, manual=waiting.manual)
             if problem:
-                log(f"dropped the waiting {waiting.origin} of {waiting.candidate}: {problem}")
+                self.say(f"dropped the waiting {waiting.origin} of {waiting.candidate}: {problem}")
                 self.save(state)
                 continue
             await self._begin(state, waiting.candidate, waiting.origin, waiting.start_stage)
@@ -225,7 +227,7 @@ class Controller:
         try:
             command = commands.head(self.redis)
         except (ValueError, KeyError, TypeError) as exc:
-            log(f"dropped a malformed command: {exc}")
+            self.say(f"dropped a malformed command: {exc}")
             self.save(state, pop_command=True)
             return True
         if command is None:
@@ -242,7 +244,7 @@ class Controller:
     def _refuse(self, state: RolloutState, command: Command, problem: str) -> None:
         state.remember_command(command.command_id, ERROR_PREFIX + problem)
         self.save(state, pop_command=True)
-        log(f"command {command.kind.value} {command.version}: {problem}")
+        self.say(f"command {command.kind.value} {command.version}: {problem}")
 
     async def _manual_rollback(self, state: RolloutState, command: Command) -> None:
         reason = f"manual rollback: {command.reason}" if command.reason else "manual rollback"

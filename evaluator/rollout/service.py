@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from evaluator.rollout.commands import Command, push
@@ -56,12 +57,12 @@ async def _producer(settings: Any) -> Any:
 
 
 def build_controller(settings: Any, rollout_settings: RolloutSettings, redis_client: Any, producer: Any,
-                     owner: str) -> Controller:
+                     owner: str, say: Callable[[str], None] = log) -> Controller:
     from prefloop.analytics.store import connect
     from trainer.mirror import open_registry
 
     return Controller(rollout_settings, redis_client, open_registry(settings), connect(settings),
-                      KafkaPublisher(producer), owner)
+                      KafkaPublisher(producer), owner, say=say)
 
 
 async def _open_consumer(settings: Any, controller: Controller) -> Any:
@@ -186,7 +187,8 @@ def loop_time() -> float:
 async def _apply_here(settings: Any, rollout_settings: RolloutSettings, redis_client: Any) -> None:
     """Act as the controller for one step without metric checks, then give the lease back."""
     producer = await _producer(settings)
-    controller = build_controller(settings, rollout_settings, redis_client, producer, new_owner_id("cli"))
+    controller = build_controller(settings, rollout_settings, redis_client, producer, new_owner_id("cli"),
+                                  say=lambda message: None)
     try:
         if controller.lease.acquire():
             try:
