@@ -107,3 +107,27 @@ def run(seed: int, canary: Arm, production: Arm, settings: RolloutSettings, traf
             rollout.stage_index, rollout.stage_started_ms = decision.stage_index, hour * HOUR_MS
             stage_responses = stage_feedback = 0
     return RunResult(Verdict.WAIT, rollout.stage_index, max_hours)
+
+
+def main() -> None:
+    """The table in docs/rollout.md: how often the default policy rolls back, and in which stage, by how
+    much worse the canary is and how much traffic the product gets (`python tests/rollout/simulation.py`)."""
+    import collections
+
+    settings, production = RolloutSettings(), Arm()
+    print("| canary | responses/hour | rolled back | of which in stage 1 | median hours to rollback |")
+    print("| --- | --- | --- | --- | --- |")
+    for factor in (1.0, 0.9, 0.8, 0.7):
+        for per_hour in (500, 1000, 2000):
+            canary = production if factor == 1.0 else worse(production, factor)
+            results = [run(seed, canary, production, settings, Traffic(responses_per_hour=per_hour)) for seed in range(200)]
+            stages = collections.Counter(r.stage_index for r in results if r.verdict is Verdict.ROLLBACK)
+            back = sum(stages.values())
+            hours = sorted(r.hours for r in results if r.verdict is Verdict.ROLLBACK)
+            label = "identical" if factor == 1.0 else f"{round((1 - factor) * 100)}% worse"
+            print(f"| {label} | {per_hour} | {back / 2:.1f}% | {stages[0] / 2:.1f}% | "
+                  f"{hours[len(hours) // 2] if hours else '-'} |")
+
+
+if __name__ == "__main__":
+    main()
