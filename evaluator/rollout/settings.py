@@ -50,7 +50,7 @@ class RolloutSettings:
         15.0, help="Seconds the controller's lease lives without renewal; a standby takes over after it lapses.",
         gt=0)
     poll_s: float = setting(
-        0.5, help="Seconds between two reads of models.promotions and of commands (promote, rollback, pause).",
+        0.5, help="Seconds between two reads of models.promotions and of operators' commands (promote, rollback).",
         gt=0)
     command_timeout_s: float = setting(
         30.0, help="How long `prefloop models promote|rollback` waits for the controller to apply the command.",
