@@ -28,7 +28,7 @@ from evaluator.rollout.policy import Decision, Verdict, decide
 from evaluator.rollout.settings import RolloutSettings
 from evaluator.rollout.state import Decided, Rollout, RolloutState, RolloutStatus, Waiting
 from prefloop import keys
-from prefloop.errors import DecodeError, ValidationError
+from prefloop.errors import DecodeError, PrefloopError, ValidationError
 from schemas import decode
 from schemas.records import PromotionDecision, PromotionEvent, now_ms
 from trainer.errors import RegistryError
@@ -153,6 +153,8 @@ class Controller:
             return f"{version} is already waiting for its rollout"
         if record.status is VersionStatus.PRODUCTION:
             return f"{version} is already production"
+        if self.registry.production() is None:
+            return "the registry has no production version to compare a canary with"
         if not manual and record.status is not VersionStatus.APPROVED:
             # A rolled-back (or rejected, or unevaluated) version is rolled out only when a person asks.
             return f"its status is {record.status.value}, not approved (`prefloop models promote {version}` overrides)"
@@ -172,8 +174,7 @@ class Controller:
     async def _begin(self, state: RolloutState, candidate: str, origin: str, start_stage: int,
                      command: tuple[Command, str] | None = None) -> None:
         production = self.registry.production()
-        if production is None:
-            raise RegistryError("the registry has no production version to compare a canary with")
+        assert production is not None, "checked by _not_promotable"
         now = self.clock()
         plan = list(self.settings.plan)
         rollout = Rollout(uuid.uuid4().hex[:12], candidate, production.version, origin, plan, start_stage, now, now)
@@ -235,10 +236,15 @@ class Controller:
         if command.command_id in state.commands:  # applied, then the process died before popping it
             self.save(state, pop_command=True)
             return True
-        if command.kind is CommandKind.ROLLBACK:
-            await self._manual_rollback(state, command)
-        else:
-            await self._manual_promote(state, command)
+        try:
+            if command.kind is CommandKind.ROLLBACK:
+                await self._manual_rollback(state, command)
+            else:
+                await self._manual_promote(state, command)
+        except PrefloopError as exc:
+            if command.command_id in state.commands:  # persisted with its decision: carrying it out failed, retry
+                raise
+            self._refuse(state, command, str(exc))  # a command that cannot apply must not block the ones after it
         return True
 
     def _refuse(self, state: RolloutState, command: Command, problem: str) -> None:
