@@ -11,6 +11,10 @@ from prefloop.setting_fields import settings_table
 from prefloop.settings import Settings
 
 
+def test_a_demo_plan_in_seconds():
+    assert parse_stages(" 0.1:30s, 0.5:1m ,1.0") == (Stage(0.1, 30.0), Stage(0.5, 60.0), Stage(1.0, 0.0))
+
+
 def test_default_plan_is_the_product_briefs():
     assert RolloutSettings().plan == (Stage(0.05, 86400.0), Stage(0.2, 172800.0), Stage(0.5, 259200.0), Stage(1.0, 0.0))
 
