@@ -104,7 +104,7 @@ class Controller:
         state.log(decided, self.settings.decision_log)
         self.save(state)
         self.say(f"{decided.decision.value} {decided.candidate} (traffic {decided.traffic_fraction:g}, event "
-            f"{decided.event_id}): {decided.reason}")
+                 f"{decided.event_id}): {decided.reason}")
 
     async def _act(self, state: RolloutState, decision: PromotionDecision, candidate: str, baseline: str,
                    fraction: float, reason: str, figures: dict[str, float], event_id: str,
@@ -274,7 +274,9 @@ class Controller:
                         f"manual-{command.command_id}-rollback", (command, result))
 
     async def _manual_promote(self, state: RolloutState, command: Command) -> None:
-        version, plan = command.version, self.settings.plan
+        version, running = command.version, state.running
+        # A running rollout of this version keeps the plan it started with; a new one takes today's.
+        plan = running.stages if running is not None and running.candidate == version else list(self.settings.plan)
         origin = f"manual: {command.reason}" if command.reason else "manual promotion"
         start = 0
         if command.to_fraction is not None:
@@ -284,7 +286,6 @@ class Controller:
                                              f"({', '.join(f'{s.fraction:g}' for s in plan)})")
                 return
             start = matches[0]
-        running = state.running
         if running is not None and running.candidate == version:
             if start <= running.stage_index:
                 self._refuse(state, command, f"{version} is already rolling out at stage {running.stage_index + 1}/"

@@ -114,3 +114,28 @@ def test_pause_holds_the_stage_resume_continues_and_status_shows_both_arms(
     assert state.rollout.status is RolloutStatus.ROLLED_BACK and state.decisions[-1].reason == "manual rollback"
     assert registry.get("v1.1").status is VersionStatus.ROLLED_BACK
     assert routing.read_table(redis_client).canary == ""
+
+
+def test_commands_while_a_rollout_runs_jump_queue_and_replace(rollout_settings, registry, rollout_env, controllers,
+                                                             redis_client):
+    start_controller(controllers, redis_client, stages="0.05:60s,0.2:60s,0.5:60s,1.0", max_stage_s=90)
+    assert cli(rollout_env, "models", "promote", "v1.1").stdout.strip() == "v1.1 rollout started at stage 1/3 (5%)"
+
+    queued = cli(rollout_env, "models", "promote", "v1.2")
+    assert queued.stdout.strip() == "v1.2 queued behind v1.1's rollout (stage 1/3)", queued.stderr
+    again = cli(rollout_env, "models", "promote", "v1.1")
+    assert again.returncode == 2 and "v1.1 is already rolling out at stage 1/3 (5%); --to a later stage" in again.stderr
+    jumped = cli(rollout_env, "models", "promote", "v1.1", "--to", "0.5")
+    assert jumped.stdout.strip() == "v1.1 moved to stage 3/3 (50%)", jumped.stderr
+    assert routing.read_table(redis_client).canary_fraction == 0.5
+
+    back = cli(rollout_env, "models", "rollback")
+    assert back.stdout.strip() == "rolled back the canary v1.1; v1.0 stays production", back.stderr
+    state = wait_for(lambda: (state_of(redis_client).running or None) and state_of(redis_client), 30,
+                     "the waiting v1.2 to replace it")
+    assert state.running.candidate == "v1.2" and state.running.origin == "manual promotion"
+    table = routing.read_table(redis_client)
+    assert (table.production, table.canary, table.canary_fraction) == ("v1.0", "v1.2", 0.05)
+    assert [(d.decision, d.candidate, d.traffic_fraction) for d in state.decisions] == [
+        (PromotionDecision.ADVANCE, "v1.1", 0.05), (PromotionDecision.ADVANCE, "v1.1", 0.5),
+        (PromotionDecision.ROLLBACK, "v1.1", 0.0), (PromotionDecision.ADVANCE, "v1.2", 0.05)]
