@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from evaluator.rollout.metrics import read_metrics
+from evaluator.rollout.bounds import mean_cs, rating_bound
+from evaluator.rollout.metrics import LiveMetrics, read_metrics
 from evaluator.rollout.plan import format_duration
 from evaluator.rollout.policy import check_rules
 from evaluator.rollout.settings import load_rollout_settings
@@ -26,6 +27,8 @@ class StatusReport:
     paused: dict[str, Any] | None = None
     controller: str | None = None  # the lease holder
     metrics: dict[str, float] = field(default_factory=dict)
+    # metric -> arm -> [lower, upper]: each arm's confidence sequence at alpha / 2, as the two-arm rules use it
+    intervals: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     rules: list[dict[str, Any]] = field(default_factory=list)
     last_check: dict[str, Any] = field(default_factory=dict)
     decisions: list[dict[str, Any]] = field(default_factory=list)
@@ -86,6 +89,7 @@ def gather(settings: Any, decisions: int = 5) -> StatusReport:
     finally:
         store.close()
     report.metrics = metrics.figures()
+    report.intervals = arm_intervals(metrics, rollout_settings.alpha / 2)
     for check in check_rules(metrics, rollout_settings):
         row = dataclasses.asdict(check)
         row["outcome"] = check.outcome.value
@@ -93,14 +97,31 @@ def gather(settings: Any, decisions: int = 5) -> StatusReport:
     return report
 
 
+def arm_intervals(metrics: LiveMetrics, alpha: float) -> dict[str, dict[str, list[float]]]:
+    """Each arm's confidence interval (always valid) for every rate and the mean rating."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for prefix, arm in (("canary", metrics.canary), ("production", metrics.production)):
+        rates = {"error_rate": (arm.errors, arm.responses), "crash_rate": (arm.crashes, arm.responses),
+                 "slow_share": (arm.slow, arm.timed), "thumbs_up_rate": (arm.thumbs_up, arm.thumbs)}
+        for name, (events, trials) in rates.items():
+            if trials:
+                interval = mean_cs(float(events), trials, alpha)
+                out.setdefault(name, {})[prefix] = [interval.lower, interval.upper]
+        if arm.ratings:
+            out.setdefault("mean_rating", {})[prefix] = [rating_bound(arm.rating_sum, arm.ratings, alpha, upper=False),
+                                                          rating_bound(arm.rating_sum, arm.ratings, alpha, upper=True)]
+    return out
+
+
 def _when(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
 
 
-def _value(x: Any) -> str:
+def _value(x: Any, interval: list[float] | None = None) -> str:
     if x is None:
         return "-"
-    return f"{x:.4g}" if isinstance(x, float) else str(x)
+    text = f"{x:.4g}" if isinstance(x, float) else str(x)
+    return f"{text} [{interval[0]:.4g}, {interval[1]:.4g}]" if interval else text
 
 
 def render(report: StatusReport) -> str:
@@ -124,13 +145,15 @@ def render(report: StatusReport) -> str:
     if report.rules:
         m = report.metrics
         lines.append("")
-        lines.append(f"{'live metrics (same window)':<28} {'canary':>10} {'production':>11}")
+        lines.append(f"{'live, same window':<22} {'canary [confidence sequence]':>34} {'production':>34}")
         for label, name in (("responses", "responses"), ("error rate", "error_rate"), ("crash rate", "crash_rate"),
-                            ("p99 latency ms", "p99_latency_ms"), ("thumbs-up rate", "thumbs_up_rate"),
-                            ("mean rating", "mean_rating")):
-            lines.append(f"  {label:<26} {_value(m.get('canary_' + name)):>10} {_value(m.get('production_' + name)):>11}")
-        lines.append(f"  {'CHOICE wins/losses':<26} {int(m.get('choice_wins', 0))}/{int(m.get('choice_losses', 0))}")
-        lines.append(f"  {'this stage':<26} {int(m.get('stage_responses', 0))} canary responses, "
+                            ("p99 latency ms", "p99_latency_ms"), ("share > limit", "slow_share"),
+                            ("thumbs-up rate", "thumbs_up_rate"), ("mean rating", "mean_rating")):
+            bounds = report.intervals.get(name, {})
+            lines.append(f"  {label:<20} {_value(m.get('canary_' + name), bounds.get('canary')):>34} "
+                         f"{_value(m.get('production_' + name), bounds.get('production')):>34}")
+        lines.append(f"  {'CHOICE wins/losses':<20} {int(m.get('choice_wins', 0))}/{int(m.get('choice_losses', 0))}")
+        lines.append(f"  {'this stage':<20} {int(m.get('stage_responses', 0))} canary responses, "
                      f"{int(m.get('stage_feedback', 0))} judgements")
         lines.append("rules (confidence-sequence bound vs limit):")
         for rule in report.rules:

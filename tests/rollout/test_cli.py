@@ -101,6 +101,9 @@ def test_pause_holds_the_stage_resume_continues_and_status_shows_both_arms(
         report = json.loads(cli(rollout_env, "rollout", "status", "--json").stdout)
         assert report["rollout"]["candidate"] == "v1.1" and report["paused"]["reason"] == "holiday"
         assert report["metrics"]["canary_responses"] > 0 and report["metrics"]["production_responses"] > 0
+        for arm in ("canary", "production"):
+            low, high = report["intervals"]["thumbs_up_rate"][arm]
+            assert low < report["metrics"][f"{arm}_thumbs_up_rate"] < high
         assert {r["rule"] for r in report["rules"]} == {"error_rate", "crash_rate", "p99_latency", "thumbs_up_rate",
                                                         "mean_rating", "choice_win_rate"}
 
