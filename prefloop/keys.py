@@ -24,5 +24,8 @@ TRIGGER_STATE = "prefloop:trigger:state"  # hash: pairs_at_last, last_request_ms
 ROUTING = "prefloop:routing"
 ROLLOUT_STATE = "prefloop:rollout:state"  # the controller's persisted rollout record (JSON)
 ROLLOUT_LEASE = "prefloop:rollout:lease"  # one rollout controller acts at a time
-ROLLOUT_PAUSED = "prefloop:rollout:paused"  # set by `prefloop rollout pause`
+ROLLOUT_PAUSED = "prefloop:rollout:paused"  # set by `prefloop rollout pause` (JSON: since_ms, reason); deleted by resume
+# List of operators' commands (JSON: id, kind promote|rollback, version, to_fraction, reason), pushed by
+# `prefloop models promote|rollback`, applied and popped in order by the lease holder of ROLLOUT_LEASE.
+ROLLOUT_COMMANDS = "prefloop:rollout:commands"
 EVALUATOR_LEASE = "prefloop:evaluator:lease"  # one evaluator evaluates a given result at a time

@@ -96,13 +96,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = _one_line_errors(models_sub.add_parser("list", help="every version with status, parent, snapshot and metrics"))
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_models_list)
-    p = _one_line_errors(models_sub.add_parser("promote", help="make a version production (the previous one is retired)"))
-    p.add_argument("version")
-    p.add_argument("--reason", default="manual promotion")
-    p.set_defaults(handler=cmd_models_promote)
-    p = _one_line_errors(models_sub.add_parser("rollback", help="restore the previous production version"))
-    p.add_argument("--reason", default="manual rollback")
-    p.set_defaults(handler=cmd_models_rollback)
+    # `models promote` and `models rollback` go through the rollout controller: evaluator/rollout/cli.py adds them.
 
 
 TRAIN_OVERRIDES = (
@@ -206,24 +200,6 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         )
     # Off a terminal rich would wrap at 80 columns; keep one row per line for logs and pipes.
     Console(width=None if sys.stdout.isatty() else 220).print(table)
-    return 0
-
-
-def cmd_models_promote(args: argparse.Namespace) -> int:
-    from prefloop.settings import load_settings
-    from trainer.mirror import open_registry
-
-    record = open_registry(load_settings()).promote(args.version, reason=args.reason)
-    print(f"{record.version} is now production")
-    return 0
-
-
-def cmd_models_rollback(args: argparse.Namespace) -> int:
-    from prefloop.settings import load_settings
-    from trainer.mirror import open_registry
-
-    record = open_registry(load_settings()).rollback(reason=args.reason)
-    print(f"rolled back; {record.version} is production again")
     return 0
 
 

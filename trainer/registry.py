@@ -115,6 +115,11 @@ class ModelRegistry:
         history = self._read()["production_history"]
         return self.get(history[-1]) if history else None
 
+    def production_history(self) -> list[str]:
+        """Every version that was production, oldest first; the last is production now (rollback restores
+        the one before it)."""
+        return list(self._read()["production_history"])
+
     # --- writing ---
     @contextmanager
     def _transaction(self) -> Iterator[dict[str, Any]]:

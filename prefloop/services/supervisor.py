@@ -16,7 +16,7 @@ from prefloop.services.process import ManagedProcess, ensure_port_free, pid_aliv
 from prefloop.services.redis_server import RedisService
 from prefloop.settings import Settings
 
-ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer")
+ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer", "rollout")
 
 
 class Service(Protocol):
@@ -111,6 +111,22 @@ class TrainerService(PythonService):
         return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
 
 
+class RolloutService(PythonService):
+    """The canary rollout controller: acts on PROMOTE events and live metrics (evaluator/rollout/)."""
+
+    READY_LINE = "prefloop rollout: watching"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, "rollout", "prefloop.cli", ["rollout", "run"])
+
+    def healthy(self) -> bool:
+        try:
+            text = self.proc.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+        return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
+
+
 def build_services(settings: Settings) -> dict[str, Service]:
     services: dict[str, Service] = {"kafka": KafkaService(settings), "redis": RedisService(settings)}
     if settings.embedded_analytics:
@@ -118,6 +134,7 @@ def build_services(settings: Settings) -> dict[str, Service]:
     services["worker"] = WorkerService(settings)
     services["collector"] = CollectorService(settings)
     services["trainer"] = TrainerService(settings)
+    services["rollout"] = RolloutService(settings)
     return services
 
 
