@@ -33,7 +33,7 @@ import orjson
 import redis.asyncio as aioredis
 from murmurhash2 import murmurhash2
 
-from prefloop import keys
+from prefloop import keys, redis_outage
 from prefloop import topics as contract
 from prefloop.settings import Settings
 from streams.settings import StreamsSettings
@@ -106,10 +106,18 @@ class Runtime:
     # --- services --------------------------------------------------------------------------------
     @property
     def redis(self) -> aioredis.Redis:
+        """The worker's Redis client: a command waits out an outage of up to `redis_outage_s`
+        (prefloop/redis_outage.py) instead of failing the batch that sent it."""
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self.settings.redis_dsn, socket_timeout=30,
-                                                  health_check_interval=30)
+            self._redis = redis_outage.connect(self.settings.redis_dsn, self.ss.redis_outage_s)
         return self._redis
+
+    @property
+    def redis_epoch(self) -> int:
+        """Bumped each time Redis answers again after an outage: a restarted Redis may have lost
+        its last second of writes, which the stages then repair (docs/reliability.md)."""
+        outage = redis_outage.outage_of(self.redis)
+        return outage.epoch if outage is not None else 0
 
     async def close(self) -> None:
         if self._redis is not None:
