@@ -70,7 +70,9 @@ class OutageRetry(Retry):
                 self._failed(error)
                 await asyncio.sleep(self._backoff.compute(failures))
                 continue
-            if self.down_since is not None:
+            # Only a call that failed and then went through shows that Redis is back: another one may
+            # just have been answered late, or found its pooled connection not yet known to be closed.
+            if failures and self.down_since is not None:
                 self._recovered()
             return result
 

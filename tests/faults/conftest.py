@@ -90,7 +90,13 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("faults-home")
-    settings = Settings(home=home, cache_dir=home / "cache", kafka_port=free_port(), kafka_controller_port=free_port(),
+    # A cache of its own (the trainer test builds the tiny model there) sharing the Kafka jars.
+    cache = home / "cache"
+    cache.mkdir()
+    jars = Settings().cache_dir / f"kafka-{Settings().kafka_version}"
+    if jars.is_dir():
+        (cache / jars.name).symlink_to(jars, target_is_directory=True)
+    settings = Settings(home=home, cache_dir=cache, kafka_port=free_port(), kafka_controller_port=free_port(),
                         redis_port=free_port(), analytics_port=free_port(), collector_port=free_port(),
                         start_timeout_s=120)
     with pytest.MonkeyPatch.context() as mp:

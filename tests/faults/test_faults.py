@@ -159,10 +159,15 @@ def test_redis_losing_its_last_second_of_writes_loses_and_doubles_nothing(stack,
     feeder.start()
     feeder.reached(5)
     wait_for(lambda: tagged_pairs(stack.settings, tag), 60, what="pairs before the fault")
+    client = redis.Redis.from_url(stack.settings.redis_dsn)
     incr = aof_incr_file(stack.settings)
     behind = incr.with_name("behind.aof")
+    recorded = int(client.get(keys.PAIRS_TOTAL) or 0)
     shutil.copyfile(incr, behind)
-    feeder.reached(8)  # writes the copy will not have
+    # About a second of writes the copy does not have, pairs recorded as published among them.
+    wait_for(lambda: int(client.get(keys.PAIRS_TOTAL) or 0) > recorded, 60, interval_s=0.05, what="pairs after the copy")
+    time.sleep(1.0)
+    client.close()
     size_at_kill = incr.stat().st_size
     os.replace(behind, incr)  # redis-server keeps writing to the old file, which the restart will not read
     kill(stack, "redis")
