@@ -36,6 +36,7 @@ from murmurhash2 import murmurhash2
 from prefloop import keys, redis_outage
 from prefloop import topics as contract
 from prefloop.settings import Settings
+from streams.freeze import FreezeWatch, FrozenError
 from streams.settings import StreamsSettings
 
 log = logging.getLogger("prefloop.streams")
@@ -72,6 +73,8 @@ class Runtime:
         self.app = app
         self.worker_id = worker_id
         self.stats = Stats()
+        # Every send checks it first: a worker frozen past the session timeout must not write (streams/freeze.py).
+        self.freeze = FreezeWatch(ss.session_timeout_s)
         # When this worker last got partitions: held actions recovered from a changelog start
         # their TTL again from here, so time spent with no worker alive never expires them.
         self.assigned_at_ms = self.now_ms()
@@ -134,6 +137,7 @@ class Runtime:
         commits offsets, so everything sent while processing an event is acked before the
         event's offset is committed.
         """
+        self.check_not_frozen()
         name = topic if isinstance(topic, str) else topic.get_topic_name()
         self._producer_for(name)
         return await self.app.producer.send(name, key, value, partition, None, None)
@@ -163,6 +167,7 @@ class Runtime:
         (pairs, changelog values) that is most of the cost of producing them. Like `send`,
         Faust's flush before a commit waits for these batches too.
         """
+        self.check_not_frozen()
         name = topic if isinstance(topic, str) else topic.get_topic_name()
         producer = self._producer_for(name)
         sent: list[SentBatch] = []
@@ -176,6 +181,13 @@ class Runtime:
         if batch.record_count():
             sent.append(SentBatch(await producer.send_batch(batch, name, partition=partition), batch.record_count()))
         return sent
+
+    def check_not_frozen(self) -> None:
+        """Exit before writing anything if this worker stood still past the session timeout."""
+        try:
+            self.freeze.check()
+        except FrozenError as exc:
+            fatal(exc, "freeze check")
 
     async def send_dead_letter(self, key_value: tuple[bytes, bytes], reason: str) -> Awaitable[Any]:
         self.stats.add(f"dlq.{reason}")

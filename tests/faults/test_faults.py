@@ -262,17 +262,20 @@ def test_analytics_store_unreachable_for_30s_holds_rows_then_catches_up(stack, s
 
 # --- a slow consumer -------------------------------------------------------------------------------------------
 def test_worker_paused_longer_than_the_session_timeout_rejoins(stack, store_of, extra_workers, tag):
-    """A worker frozen (SIGSTOP) for 2.5 x session_timeout_s loses its partitions to the other
-    worker, then resumes (SIGCONT) and rejoins: no pair lost or published twice."""
+    """A worker frozen (SIGSTOP) mid-stream for 2.5 x session_timeout_s loses its partitions to the
+    other worker. Woken (SIGCONT), it writes nothing (its checks and state are older than the new
+    owner's: streams/freeze.py) and exits; the watchdog restarts it and it rejoins. No pair lost
+    or published twice."""
     other = extra_workers.start()
     other.wait_ready(120)
     time.sleep(2)  # the group settles on two members
-    w = mixed(tag, 60, duplicate_every=5)
+    w = mixed(tag, 80, duplicate_every=5)
     expected = w.expected_pairs()
-    feeder = Feeder(stack.settings, w.records(), chunks=12, pause_s=0.5)
+    feeder = Feeder(stack.settings, w.records(), chunks=16, pause_s=0.5)
     feeder.start()
     feeder.reached(3)
     paused = stack.pid("worker")
+    restarts = stack.status()["worker"]["restarts"]
     os.kill(paused, signal.SIGSTOP)
     try:
         time.sleep(2.5 * 6)  # FAULT_ENV's session_timeout_s
@@ -282,7 +285,10 @@ def test_worker_paused_longer_than_the_session_timeout_rejoins(stack, store_of, 
     pairs = wait_all_pairs(stack.settings, tag, expected)
     assert_each_pair_once(store_of(stack), tag, w, expected, pairs)
     assert other.proc.poll() is None, other.log_tail()
-    stack.wait_healthy("worker")  # rejoined (itself, or restarted by the watchdog)
+    assert stack.wait_healthy("worker", other_than=paused)
+    status = stack.status()["worker"]
+    assert status["restarts"] == restarts + 1 and status["last_exit"] == "exited with code 70"
+    assert "this worker stood still for" in stack.log("worker")
 
 
 # --- a training job --------------------------------------------------------------------------------------------
