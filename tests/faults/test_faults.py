@@ -326,7 +326,8 @@ def test_training_job_sigkilled_mid_run_gives_exactly_one_result(stack, tag):
     attempt = runs_root(stack.settings) / request.event_id / "attempt-1"
     job_pid = int(wait_for(lambda: (attempt / "job.pid").exists() and (attempt / "job.pid").read_text().strip(), 120,
                            what="the training job to start"))
-    time.sleep(3)  # loading the model and the snapshot: mid-run
+    wait_for(lambda: "train [" in (attempt / "job.log").read_text(errors="replace"), 180, interval_s=0.2,
+             what="the job's first training steps")  # its progress line: mid-run
     assert pid_alive(job_pid), "the job ended before it could be killed"
     os.kill(job_pid, signal.SIGKILL)
 
@@ -340,6 +341,7 @@ def test_training_job_sigkilled_mid_run_gives_exactly_one_result(stack, tag):
     assert len(got) == 1, got
     assert got[0].status is TrainingStatus.SUCCEEDED, got[0].reason
     assert (attempt.parent / "attempt-2" / "result.json").exists()
+    assert not (attempt / "result.json").exists()  # the killed attempt left no result behind
 
 
 @pytest.fixture
@@ -357,3 +359,75 @@ def store_of():
     yield open_for
     for client in opened:
         client.close()
+
+
+# --- Redis: what the trigger state and the routing table lose with the last second -------------------------------
+def test_lost_trigger_state_and_routing_write_are_taken_back(stack, tag, tmp_path):
+    """The trigger publishes a training request and a version is promoted; Redis then loses that
+    last second (AOF one second behind, SIGKILL). The next trigger check takes the request back
+    from training.requests instead of asking again for the same pairs, and the trainer service
+    sets the routing table's production from the registry again."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    from prefloop import routing
+    from prefloop.services.supervisor import up
+    from schemas import TrainingRequest
+    from streams.settings import StreamsSettings
+    from streams.trigger import Trigger
+    from trainer.mirror import open_registry
+
+    w = mixed(tag, 10, duplicate_every=0)
+    produce(stack.settings, w.records())
+    wait_all_pairs(stack.settings, tag, w.expected_pairs())
+    with open(os.devnull, "w") as quiet:
+        up(stack.settings, only=["trainer"], out=quiet)
+    candidate = open_registry(stack.settings, mirror=False).register_candidate(
+        adapter_path=tmp_path / "adapter", base_model="tiny", snapshot_id="snap-test", metrics={})
+    client = redis.Redis.from_url(stack.settings.redis_dsn)
+    client.delete(keys.TRIGGER_STATE, keys.TRIGGER_LOCK)  # this test owns the trigger
+    total = int(client.get(keys.PAIRS_TOTAL))
+    ss = StreamsSettings(trigger_new_pairs=total, trigger_min_pairs=1, trigger_cooldown_s=3600)
+
+    async def check() -> TrainingRequest | None:
+        producer = AIOKafkaProducer(bootstrap_servers=stack.settings.bootstrap_servers)
+        redis_async = redis.asyncio.Redis.from_url(stack.settings.redis_dsn)
+        await producer.start()
+        try:
+            async def send(topic, key, value):
+                return await producer.send(topic, value=value, key=key)
+
+            return await Trigger(stack.settings, ss, redis_async, send).check()
+        finally:
+            await producer.stop()
+            await redis_async.aclose()
+
+    def requests() -> list[str]:
+        return [decode(m.value).event_id for m in read_topic(stack.settings, topics.TRAINING_REQUESTS)]
+
+    incr = aof_incr_file(stack.settings)
+    behind = incr.with_name("behind.aof")
+    shutil.copyfile(incr, behind)
+    fired = asyncio.run(check())
+    assert fired is not None and fired.event_id in requests()
+    promoted = stack.cli("models", "promote", candidate.version)
+    assert promoted.returncode == 0, promoted.stderr
+    assert routing.read_table(client).production == candidate.version
+    time.sleep(1.0)
+    os.replace(behind, incr)
+    kill(stack, "redis")
+    client.close()
+    stack.wait_healthy("redis")
+    client = redis.Redis.from_url(stack.settings.redis_dsn)
+    try:
+        assert client.hget(keys.TRIGGER_STATE, "last_request_id") != fired.event_id.encode()  # lost with the second
+        before = requests()
+        assert asyncio.run(check()) is None  # the same crossing: nothing asked again
+        assert requests() == before
+        assert client.hget(keys.TRIGGER_STATE, "last_request_id") == fired.event_id.encode()
+        wait_for(lambda: routing.read_table(client) and routing.read_table(client).production == candidate.version, 30,
+                 what="the routing table's production set again")
+    finally:
+        client.close()
+    assert f"routing table production was not {candidate.version}; set it again" in stack.log("trainer")
