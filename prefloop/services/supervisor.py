@@ -208,7 +208,7 @@ def status(settings: Settings) -> StatusReport:
         pid = service.proc.pid()
         healthy = pid is not None and service.healthy()
         record = watched.get(name, watchdog.ServiceRecord())
-        detail = "restarting" if record.state in (watchdog.BACKOFF, watchdog.STARTING) and record.restarts else ("" if pid else "stopped")
+        detail = {watchdog.BACKOFF: "restarting", watchdog.STARTING: "starting"}.get(record.state, "" if pid else "stopped")
         rows.append(ServiceStatus(name, pid, healthy, detail, record.restarts, record.last_exit))
     report = StatusReport(rows, watchdog_pid)
     by_name = {s.name: s for s in rows}
