@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prefloop.errors import ServiceError
-from prefloop.services.kafka import KafkaService
+from prefloop.services.kafka import KafkaService, ensure_jars
 from prefloop.services.process import ManagedProcess, ensure_port_free, pid_alive, port_open, wait_until
-from prefloop.services.redis_server import RedisService
+from prefloop.services.redis_server import RedisService, ensure_redis_server
 from prefloop.settings import Settings
 
 ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer")
@@ -144,6 +144,11 @@ def up(settings: Settings, only: list[str] | None = None, out=sys.stdout) -> lis
     watched = all(state.services.get(n, watchdog.ServiceRecord()).state == watchdog.RUNNING for n in names)
     started = []
     if not (watched and all(s.proc.pid() is not None and s.healthy() for s in selected)):
+        # One-time downloads and installs run here, where the user sees them, not in the watchdog's log.
+        if "kafka" in names:
+            ensure_jars(settings)
+        if "redis" in names:
+            ensure_redis_server()
         generation = watchdog.request(settings, names, service_env(settings))
         started = watchdog.follow(settings, names, generation, out)
     if not started:
