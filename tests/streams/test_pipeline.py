@@ -220,7 +220,8 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(services, pipeline, sto
     def feed() -> None:
         for i, chunk in enumerate(chunks):
             produce(services, chunk)
-            if i == 4:
+            if i == 4:  # mid-stream: once pairs are coming out (a rebalance may still be settling)
+                wait_for(lambda: tagged_pairs(services, tag), 60, what="pairs before the kill")
                 victim.kill()  # SIGKILL: no commit, no flush, state only in the changelogs
                 killed.set()
             time.sleep(0.3)
