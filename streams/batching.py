@@ -21,7 +21,10 @@ stream buffer that Faust then clears, or that a stream skips (and acks) for a st
 generation, were never processed, yet the read offset is past them, and Faust's seek back
 after recovery skips partitions that have no commit yet. Here such acks do not count, every
 buffer clear leads to a seek back before the next delivery (including partitions without a
-commit, to the beginning), and seeks never overlap a delivery.
+commit, to the beginning), and seeks never overlap a delivery. The same holds for table
+recovery: aiokafka is asked for a copy of the active partitions fixed when a fetch starts
+(`_getmany`), and changelog records dropped undelivered are sought back to where recovery
+has read them to (`_rewind_changelogs`), so a recovery never waits for records already consumed.
 
 `App.before_commit`, when set, runs right before every offset commit: the pipeline writes
 its deferred table state there (streams/runtime.py). `App.hold_back`, when set, names
