@@ -265,7 +265,10 @@ async def latest_trigger_request(settings: Settings) -> TrainingRequest | None:
             if stop <= begins[tp]:
                 continue
             consumer.seek(tp, max(begins[tp], stop - TAIL_RECORDS))
+            deadline = time.monotonic() + 30
             while await consumer.position(tp) < stop:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"could not read the last records of {tp} within 30 s")
                 batch = await consumer.getmany(tp, timeout_ms=1000, max_records=TAIL_RECORDS)
                 for record in batch.get(tp, []):
                     try:
