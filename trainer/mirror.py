@@ -152,6 +152,28 @@ class ServicesMirror:
                 pass
 
 
+def reconcile_routing(settings: Any, registry: Any, timeout_s: float = 1.0) -> str | None:
+    """Point the routing table's production at the registry's production version when it differs
+    (a Redis restart may lose the last writes: docs/reliability.md). Returns the version written,
+    None when the table was right or Redis is not reachable (tried again next time)."""
+    import redis
+
+    production = registry.production()
+    if production is None:
+        return None
+    client = redis.Redis.from_url(settings.redis_dsn, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        table = routing.read_table(client)
+        if table is not None and table.production == production.version:
+            return None
+        routing.set_production(client, production.version)
+        return production.version
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
 def open_registry(settings: Any, mirror: bool = True):
     """The registry under `settings.home`, mirrored to the services unless `mirror` is False."""
     from trainer.registry import ModelRegistry

@@ -1,4 +1,8 @@
-"""`prefloop up | down | status`: start, stop and inspect the local services in dependency order."""
+"""`prefloop up | down | status`: start, stop and inspect the local services in dependency order.
+
+The services are declared here (a class each, `ALL_SERVICES`, `build_services`); the watchdog
+(prefloop/services/watchdog.py) starts them for `up` and restarts any that dies.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,13 @@ import dataclasses
 import os
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prefloop.errors import ServiceError
-from prefloop.services.kafka import KafkaService
+from prefloop.services.kafka import KafkaService, ensure_jars
 from prefloop.services.process import ManagedProcess, ensure_port_free, pid_alive, port_open, wait_until
-from prefloop.services.redis_server import RedisService
+from prefloop.services.redis_server import RedisService, ensure_redis_server
 from prefloop.settings import Settings
 
 ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer", "rollout")
@@ -148,26 +151,34 @@ def _select(settings: Settings, only: list[str] | None) -> list[Service]:
 
 
 def up(settings: Settings, only: list[str] | None = None, out=sys.stdout) -> list[str]:
-    """Start what is not running yet, in dependency order. Returns the names started now."""
+    """Have the watchdog start what is not running yet, in dependency order, and keep it running
+    (prefloop/services/watchdog.py). Returns the names started now."""
+    from prefloop.services import watchdog
+
     selected = _select(settings, only)
+    names = [s.name for s in selected]
+    state = watchdog.read_state(settings) if watchdog.running_pid(settings) else watchdog.WatchState()
+    watched = all(state.services.get(n, watchdog.ServiceRecord()).state == watchdog.RUNNING for n in names)
     started = []
-    for service in selected:
-        if service.proc.pid() is not None and service.healthy():
-            continue
-        if service.proc.pid() is not None:
-            service.stop()
-        t0 = time.monotonic()
-        print(f"starting {service.name}…", file=out, flush=True)
-        service.start()
-        print(f"  {service.name} up in {time.monotonic() - t0:.1f}s (pid {service.proc.pid()})", file=out, flush=True)
-        started.append(service.name)
+    if not (watched and all(s.proc.pid() is not None and s.healthy() for s in selected)):
+        # One-time downloads and installs run here, where the user sees them, not in the watchdog's log.
+        if "kafka" in names:
+            ensure_jars(settings)
+        if "redis" in names:
+            ensure_redis_server()
+        generation = watchdog.request(settings, names, service_env(settings))
+        started = watchdog.follow(settings, names, generation, out)
     if not started:
-        print(f"prefloop is already up ({', '.join(s.name for s in selected)}); `prefloop status` shows details", file=out)
+        print(f"prefloop is already up ({', '.join(names)}); `prefloop status` shows details", file=out)
     return started
 
 
 def down(settings: Settings, purge: bool = False, out=sys.stdout) -> list[str]:
-    """Stop every service `up` started (by PID), newest dependency last. Keeps data unless `purge`."""
+    """Stop the watchdog, then every service `up` started (by PID), newest dependency last. Keeps data unless `purge`."""
+    from prefloop.services import watchdog
+
+    if watchdog.stop(settings):  # first: it would restart what is stopped next
+        print("stopped the watchdog", file=out)
     stopped = []
     for service in reversed(list(build_services(settings).values())):
         if service.stop():
@@ -192,11 +203,14 @@ class ServiceStatus:
     pid: int | None
     healthy: bool
     detail: str = ""
+    restarts: int = 0  # by the watchdog since `prefloop up`
+    last_exit: str = ""  # how its last process ended, when the watchdog restarted it
 
 
 @dataclass
 class StatusReport:
     services: list[ServiceStatus]
+    watchdog_pid: int | None = None  # None: services that die are not restarted
     topic_offsets: dict[str, int] = field(default_factory=dict)
     table_rows: dict[str, int] = field(default_factory=dict)
     trigger: dict[str, Any] = field(default_factory=dict)
@@ -206,13 +220,19 @@ class StatusReport:
 def status(settings: Settings) -> StatusReport:
     import asyncio
 
+    from prefloop.services import watchdog
+
     services = build_services(settings)
+    watchdog_pid = watchdog.running_pid(settings)
+    watched = watchdog.read_state(settings).services if watchdog_pid else {}
     rows = []
     for name, service in services.items():
         pid = service.proc.pid()
         healthy = pid is not None and service.healthy()
-        rows.append(ServiceStatus(name, pid, healthy, "" if pid else "stopped"))
-    report = StatusReport(rows)
+        record = watched.get(name, watchdog.ServiceRecord())
+        detail = {watchdog.BACKOFF: "restarting", watchdog.STARTING: "starting"}.get(record.state, "" if pid else "stopped")
+        rows.append(ServiceStatus(name, pid, healthy, detail, record.restarts, record.last_exit))
+    report = StatusReport(rows, watchdog_pid)
     by_name = {s.name: s for s in rows}
     if by_name["kafka"].healthy or settings.kafka_bootstrap:
         from prefloop.services.kafka import end_offsets
