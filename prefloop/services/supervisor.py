@@ -16,7 +16,7 @@ from prefloop.services.process import ManagedProcess, ensure_port_free, pid_aliv
 from prefloop.services.redis_server import RedisService
 from prefloop.settings import Settings
 
-ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer")
+ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer", "evaluator")
 
 
 class Service(Protocol):
@@ -94,7 +94,21 @@ class WorkerService(PythonService):
         return pid is not None and (self.settings.home / "run" / f"worker-{pid}.ready").exists()
 
 
-class TrainerService(PythonService):
+class LogReadyService(PythonService):
+    """A consumer service that is ready once this run (the text after the last start header of its log)
+    prints its READY_LINE."""
+
+    READY_LINE = ""
+
+    def healthy(self) -> bool:
+        try:
+            text = self.proc.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+        return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
+
+
+class TrainerService(LogReadyService):
     """The training service: consumes training.requests and runs one DPO job at a time."""
 
     READY_LINE = "prefloop trainer: consuming"
@@ -102,13 +116,14 @@ class TrainerService(PythonService):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, "trainer", "prefloop.cli", ["trainer"])
 
-    def healthy(self) -> bool:
-        # Ready once this run (the text after the last start header) says it is consuming.
-        try:
-            text = self.proc.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return False
-        return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
+
+class EvaluatorService(LogReadyService):
+    """The offline gate: consumes training.results and publishes PROMOTE/REJECT on models.promotions."""
+
+    READY_LINE = "prefloop evaluator: consuming"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, "evaluator", "prefloop.cli", ["evaluator"])
 
 
 def build_services(settings: Settings) -> dict[str, Service]:
@@ -118,6 +133,7 @@ def build_services(settings: Settings) -> dict[str, Service]:
     services["worker"] = WorkerService(settings)
     services["collector"] = CollectorService(settings)
     services["trainer"] = TrainerService(settings)
+    services["evaluator"] = EvaluatorService(settings)
     return services
 
 
