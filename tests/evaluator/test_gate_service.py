@@ -20,6 +20,7 @@ from conftest import install_candidate
 from evaluator.gate.service import promotion_event_id, run_service
 from prefloop import topics
 from prefloop.cli import main as prefloop_main
+from prefloop.sdk import testing as kafka_testing
 from prefloop.settings import Settings
 from schemas import PromotionEvent, TrainingResult, TrainingStatus, decode, encode
 from trainer.registry import ModelRegistry, VersionStatus
@@ -28,43 +29,13 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    async def read() -> dict[int, int]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
-        await consumer.start()
-        try:
-            parts = [TopicPartition(topic, p) for p in (await consumer.partitions_for_topic(topic) or [])]
-            return {tp.partition: off for tp, off in (await consumer.end_offsets(parts)).items()}
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
+    return asyncio.run(kafka_testing.end_offsets(settings.bootstrap_servers, topic))
 
 
-def records_since(settings: Settings, topic: str, start: dict[int, int], timeout_s: float = 10.0) -> list[PromotionEvent]:
-    """Every record of `topic` written after `start` (end offsets taken earlier), in partition order."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    async def read() -> list[PromotionEvent]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            parts = [TopicPartition(topic, p) for p in start]
-            consumer.assign(parts)
-            ends = await consumer.end_offsets(parts)
-            for tp in parts:
-                consumer.seek(tp, start[tp.partition])
-            out: list[PromotionEvent] = []
-            deadline = time.monotonic() + timeout_s
-            while any(await consumer.position(tp) < ends[tp] for tp in parts) and time.monotonic() < deadline:
-                for messages in (await consumer.getmany(timeout_ms=500)).values():
-                    out.extend(decode(m.value, expect=PromotionEvent) for m in messages)
-            return out
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(read())
+def records_since(settings: Settings, topic: str, start: dict[int, int]) -> list[PromotionEvent]:
+    """Every record of `topic` written after `start` (end offsets taken earlier)."""
+    consumed = asyncio.run(kafka_testing.read_range(settings.bootstrap_servers, topic, start))
+    return [decode(c.value, expect=PromotionEvent) for c in consumed]
 
 
 def wait_for_records(settings: Settings, topic: str, start: dict[int, int], count: int, timeout_s: float) -> list:
@@ -97,12 +68,12 @@ def group_at_end(settings: Settings, group: str, topic: str) -> None:
     from aiokafka.structs import OffsetAndMetadata
 
     async def commit() -> None:
+        ends = await kafka_testing.end_offsets(settings.bootstrap_servers, topic)
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group, enable_auto_commit=False)
         await consumer.start()
         try:
-            parts = [TopicPartition(topic, p) for p in (await consumer.partitions_for_topic(topic) or [])]
-            ends = await consumer.end_offsets(parts)
-            await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in ends.items()})
+            consumer.assign([TopicPartition(topic, p) for p in ends])
+            await consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(off, "") for p, off in ends.items()})
         finally:
             await consumer.stop()
 
