@@ -53,7 +53,7 @@ class GateSettings:
         help="The candidate fails when its share of empty answers exceeds the baseline's by more than this.")
     repeat_margin: float = setting(
         0.10, ge=0, le=1,
-        help="The candidate fails when its share of repeated word 3-grams exceeds the baseline's by more than this.")
+        help="The candidate fails when its share of repeated token 3-grams exceeds the baseline's by more than this.")
     min_length_ratio: float = setting(
         0.5, gt=0, le=1,
         help="The candidate fails when its mean answer length over the baseline's is below this.")
@@ -86,7 +86,7 @@ class GateSettings:
              "another member (Kafka's max.poll.interval.ms).")
     publish_timeout_s: float = setting(
         30.0, gt=0,
-        help="How long publishing a decision (Kafka, the promotions table) may take before it is reported as failed.")
+        help="How long publishing a decision on Kafka may take before it is reported as failed.")
 
     def __post_init__(self) -> None:
         check_fields(self)
