@@ -94,21 +94,7 @@ class WorkerService(PythonService):
         return pid is not None and (self.settings.home / "run" / f"worker-{pid}.ready").exists()
 
 
-class LogReadyService(PythonService):
-    """A consumer service that is ready once this run (the text after the last start header of its log)
-    prints its READY_LINE."""
-
-    READY_LINE = ""
-
-    def healthy(self) -> bool:
-        try:
-            text = self.proc.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return False
-        return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
-
-
-class TrainerService(LogReadyService):
+class TrainerService(PythonService):
     """The training service: consumes training.requests and runs one DPO job at a time."""
 
     READY_LINE = "prefloop trainer: consuming"
@@ -116,14 +102,29 @@ class TrainerService(LogReadyService):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, "trainer", "prefloop.cli", ["trainer"])
 
+    def healthy(self) -> bool:
+        # Ready once this run (the text after the last start header) says it is consuming.
+        try:
+            text = self.proc.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+        return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
 
-class EvaluatorService(LogReadyService):
-    """The offline gate: consumes training.results and publishes PROMOTE/REJECT on models.promotions."""
+
+class EvaluatorService(PythonService):
+    """The offline gate: consumes training.results, publishes PROMOTE/REJECT on models.promotions (evaluator/gate/)."""
 
     READY_LINE = "prefloop evaluator: consuming"
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, "evaluator", "prefloop.cli", ["evaluator"])
+
+    def healthy(self) -> bool:
+        try:
+            text = self.proc.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+        return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
 
 
 def build_services(settings: Settings) -> dict[str, Service]:
