@@ -6,10 +6,11 @@ Per result (`handle_result`, no Kafka needed):
 - SUCCEEDED: if the adapter's saved report (`evaluation.json`) was made for this very result, its event
   is republished as it is (same `event_id`: a redelivery after a crash never evaluates twice).
   Otherwise the gate runs, the report is written next to the adapter (before anything is published,
-  so a crash after publishing is recognised on redelivery), then the event is published, written to
-  the `promotions` table and the registry status set (REJECT -> rejected, PROMOTE -> approved, which
-  the rollout controller moves on). The event_id is derived from the result's event_id, so even an
-  evaluation repeated after a crash before its report was saved publishes under the same id.
+  so a crash after publishing is recognised on redelivery), the registry status is set (REJECT ->
+  rejected, PROMOTE -> approved, which the rollout controller requires before it acts on a PROMOTE),
+  then the event is published and written to the `promotions` table. The event_id is derived from the
+  result's event_id, so even an evaluation repeated after a crash before its report was saved publishes
+  under the same id.
 - A result the gate cannot evaluate (unknown version, missing adapter, no held-out pairs) is REJECTed
   with the reason; an unexpected crash stops the service before the offset is committed (retried).
 
@@ -95,9 +96,8 @@ def evaluation_record(event: PromotionEvent, doc: dict[str, Any] | None, report:
     return record
 
 
-def record_decision(settings: Any, registry: ModelRegistry, event: PromotionEvent, doc: dict[str, Any] | None,
-                    report: Path | None) -> None:
-    """The `promotions` row (best effort: the topic is the contract) and the registry status."""
+def write_promotions_row(settings: Any, event: PromotionEvent) -> None:
+    """The `promotions` row (best effort: the topic is the contract, the table an analyst's copy)."""
     try:
         from prefloop.analytics.store import connect
 
@@ -106,9 +106,13 @@ def record_decision(settings: Any, registry: ModelRegistry, event: PromotionEven
             store.insert_rows(PROMOTIONS_TABLE, PROMOTIONS_COLUMNS, [promotions_row(event)])
         finally:
             store.close()
-    except Exception as exc:  # noqa: BLE001 - the decision is published; the table is an analyst's copy
+    except Exception as exc:  # noqa: BLE001 - the decision is published
         _log(f"warning: could not write the {PROMOTIONS_TABLE} row of {event.event_id} "
              f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]})")
+
+
+def set_status(registry: ModelRegistry, event: PromotionEvent, doc: dict[str, Any] | None, report: Path | None) -> None:
+    """REJECT -> rejected, PROMOTE -> approved, with the evaluation record; a version that moved on keeps its status."""
     version = event.candidate_version
     known = {v.version: v for v in registry.versions()}
     if version not in known or known[version].status not in GATE_STATUSES:
@@ -119,8 +123,11 @@ def record_decision(settings: Any, registry: ModelRegistry, event: PromotionEven
 
 async def publish_decision(settings: Any, registry: ModelRegistry, event: PromotionEvent, publish: Publish,
                            doc: dict[str, Any] | None = None, report: Path | None = None) -> None:
+    """Registry status first (the rollout controller acts on a PROMOTE only for an approved version), then
+    the event, then the `promotions` row. Every step is idempotent, so a redelivery may repeat them all."""
+    await asyncio.to_thread(set_status, registry, event, doc, report)
     await publish(event)
-    await asyncio.to_thread(record_decision, settings, registry, event, doc, report)
+    await asyncio.to_thread(write_promotions_row, settings, event)
 
 
 async def handle_result(result: TrainingResult, settings: Any, publish: Publish, *, gate: GateSettings | None = None,

@@ -213,3 +213,20 @@ def test_evaluator_killed_mid_evaluation_still_publishes_exactly_one_event(servi
     record = ModelRegistry(service_home.home).get(version)
     assert record.status.value == {"PROMOTE": "approved", "REJECT": "rejected"}[events[0].decision.value]
     assert json.loads(report.read_text())["event"]["event_id"] == promotion_event_id(ok)
+
+
+def test_the_registry_says_approved_before_the_promote_event_goes_out(service_home, train_candidate):
+    """The rollout controller acts on a PROMOTE only for an approved version, so the status comes first."""
+    from evaluator.gate.service import handle_result
+
+    trained = train_candidate("true")
+    version = install_candidate(trained, service_home.home)
+    seen: list[tuple[str, str]] = []
+
+    async def publish(event: PromotionEvent) -> None:
+        seen.append((event.decision.value, ModelRegistry(service_home.home).get(version).status.value))
+
+    outcome = asyncio.run(handle_result(succeeded(version, service_home.home / "runs" / "adapter", trained.snapshot_id),
+                                        service_home, publish))
+    assert outcome.event is not None and not outcome.republished
+    assert seen == [("PROMOTE", "approved")]
