@@ -104,7 +104,6 @@ class ServicesMirror:
 
 def open_registry(settings: Any, mirror: bool = True):
     """The registry under `settings.home`, mirrored to the services unless `mirror` is False."""
-    from prefloop import keys, routing
-from trainer.registry import ModelRegistry
+    from trainer.registry import ModelRegistry
 
     return ModelRegistry(settings.home, ServicesMirror(settings) if mirror else NullMirror())
