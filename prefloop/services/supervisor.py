@@ -16,7 +16,7 @@ from prefloop.services.process import ManagedProcess, ensure_port_free, pid_aliv
 from prefloop.services.redis_server import RedisService
 from prefloop.settings import Settings
 
-ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer")
+ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer", "gateway")
 
 
 class Service(Protocol):
@@ -111,6 +111,25 @@ class TrainerService(PythonService):
         return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
 
 
+class GatewayService(PythonService):
+    """`prefloop serve`: healthy once it answers /health (while its model still loads, too: requests
+    get 503 until it is ready, and /health says which)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, "gateway", "prefloop.cli", ["serve"])
+        self.port = (settings.serve_port, "serve_port")
+
+    def healthy(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.serve_port}/health", timeout=2) as answer:
+                return answer.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+
 def build_services(settings: Settings) -> dict[str, Service]:
     services: dict[str, Service] = {"kafka": KafkaService(settings), "redis": RedisService(settings)}
     if settings.embedded_analytics:
@@ -118,6 +137,7 @@ def build_services(settings: Settings) -> dict[str, Service]:
     services["worker"] = WorkerService(settings)
     services["collector"] = CollectorService(settings)
     services["trainer"] = TrainerService(settings)
+    services["gateway"] = GatewayService(settings)
     return services
 
 
