@@ -28,10 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "streams"))
 from prefloop.services.process import free_port  # noqa: E402
 from prefloop.services.supervisor import service_env  # noqa: E402
 from prefloop.settings import Settings  # noqa: E402
-from serving_helpers import ServeProcess, start_serve  # noqa: E402
+from serving_helpers import PROXY_KEY, UPSTREAM_SECRET, ServeProcess, start_serve  # noqa: E402
 from streams_helpers import Worker, Workers  # noqa: E402
 
-PROXY_KEY = "test-key-for-the-proxy"  # its sha256 is configured; the key itself never is
 
 
 @pytest.fixture(scope="session")
@@ -151,24 +150,24 @@ def worker(fleet: Fleet) -> Worker:
 
 
 @pytest.fixture(scope="session")
-def proxy_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """A redis-server of its own, which the Redis-down test stops."""
+def proxy_redis(tmp_path_factory: pytest.TempPathFactory):  # -> RedisService
+    """A redis-server of its own, which the Redis-down test stops (and starts again)."""
     from prefloop.services.redis_server import RedisService
 
     settings = Settings(home=tmp_path_factory.mktemp("proxy-redis"), redis_port=free_port(), start_timeout_s=60)
     service = RedisService(settings)
     service.start()
     try:
-        yield settings
+        yield service
     finally:
         service.stop()
 
 
 @pytest.fixture(scope="session")
-def proxy(serving_env: dict[str, str], registry_home: Path, upstream: ServeProcess, proxy_redis: Settings) -> Iterator[ServeProcess]:
-    env = dict(serving_env, PREFLOOP_REDIS_URL=proxy_redis.redis_dsn)
+def proxy(serving_env: dict[str, str], registry_home: Path, upstream: ServeProcess, proxy_redis) -> Iterator[ServeProcess]:
+    env = dict(serving_env, PREFLOOP_REDIS_URL=proxy_redis.settings.redis_dsn)
     proc = start_serve(env, registry_home / "logs", "proxy", backend="openai", upstream_url=f"{upstream.url}/v1",
-                       api_key_hashes=hashlib.sha256(PROXY_KEY.encode()).hexdigest(), upstream_api_key="upstream-secret-xyz")
+                       api_key_hashes=hashlib.sha256(PROXY_KEY.encode()).hexdigest(), upstream_api_key=UPSTREAM_SECRET)
     try:
         proc.wait_ready(60)
         yield proc

@@ -15,6 +15,8 @@ import requests
 from prefloop.services.process import free_port
 
 REPO = Path(__file__).resolve().parents[2]
+PROXY_KEY = "test-key-for-the-proxy"  # the proxy gateway is configured with its sha256, never the key
+UPSTREAM_SECRET = "upstream-secret-xyz"  # the proxy's upstream_api_key: must appear in no log or status
 
 
 @dataclass
