@@ -123,8 +123,11 @@ class GatewayService(PythonService):
         import urllib.error
         import urllib.request
 
+        host = self.settings.serve_host
+        if host in ("0.0.0.0", "::", ""):  # bound to every address: ask on loopback
+            host = "127.0.0.1"
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.serve_port}/health", timeout=2) as answer:
+            with urllib.request.urlopen(f"http://{host}:{self.settings.serve_port}/health", timeout=2) as answer:
                 return answer.status == 200
         except (OSError, urllib.error.URLError):
             return False

@@ -63,3 +63,30 @@ def test_no_model_loaded_is_503_and_health_says_why(tmp_path, serving_env):
         assert answer.json()["error"]["type"] == "service_unavailable" and "failed to load" in answer.json()["error"]["message"]
     finally:
         proc.stop()
+
+
+def test_bench_serve_prints_every_arm_against_the_baseline(tmp_path, tiny_cache):
+    import json
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFLOOP_")}
+    env.update({"PREFLOOP_HOME": str(tmp_path / "home"), "PREFLOOP_CACHE_DIR": str(tiny_cache), "PYTHONUNBUFFERED": "1"})
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "prefloop.cli", "bench", "serve", "--model", "tiny", "--device", "cpu",
+                             "--requests", "4", "--concurrency", "1,2", "--max-tokens", "4", "--overhead-requests", "5",
+                             "--time-limit", "240", "--json", str(out)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in ("sequential model.generate", "gateway, concurrency 1", "gateway, concurrency 2", "openai backend overhead"):
+        assert line in result.stdout
+    figures = json.loads(out.read_text())
+    assert [lvl["concurrency"] for lvl in figures["levels"]] == [1, 2]
+    assert all(lvl["requests"] == 4 and lvl["requests_per_s"] > 0 for lvl in figures["levels"])
+    assert figures["baseline"]["requests"] == 4 and figures["openai_overhead"]["requests"] == 5
+
+
+def test_bench_serve_rejects_bad_levels_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "prefloop.cli", "bench", "serve", "--concurrency", "0,8"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "--concurrency" in result.stderr

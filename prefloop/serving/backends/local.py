@@ -142,7 +142,7 @@ class LocalBackend:
         return {
             "backend": self.name, "state": self.state, "problem": self.problem, "model": str(self.model_dir),
             "device": self.device, "dtype": self.dtype, "adapters_loaded": len(self._adapters),
-            "waiting": len(self.queue), "batches": self.batches,
+            "waiting": len(self.queue), "batches": self.batches, "batched_requests": self.batched_requests,
             "mean_batch_size": round(self.batched_requests / self.batches, 2) if self.batches else 0.0,
         }
 
