@@ -82,9 +82,8 @@ def build_gateway(settings: Settings, serve: ServeSettings):  # -> server.Gatewa
         registry.mirror.close()
     if serve.backend == "local":
         from prefloop.serving.backends.local import LocalBackend
-        from trainer.base_models import resolve_base_model
 
-        backend = LocalBackend(serve, resolve_base_model(base_spec, settings.cache_dir), chat_template=trainer.chat_template)
+        backend = LocalBackend(serve, base_spec, settings.cache_dir, chat_template=trainer.chat_template)
     else:
         from prefloop.serving.backends.upstream import UpstreamBackend
 

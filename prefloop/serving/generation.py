@@ -46,7 +46,7 @@ class Finish:
     completion_tokens: int
 
 
-@dataclass
+@dataclass(eq=False)  # an exception compares and hashes by identity
 class GenerationError(PrefloopError):
     """A request the backend could not answer. `kind` is a short word for the Response's error field."""
 

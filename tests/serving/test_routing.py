@@ -83,3 +83,14 @@ def test_requests_without_a_user_are_assigned_per_request(table_in_redis, gatewa
     versions = [ask(gateway, None) for _ in range(24)]
     assert set(versions) == {"v1.0", "v1.1"}  # all 24 alike would have probability 2^-23
     assert {ask(gateway, "user-17") for _ in range(5)} == {RoutingTable("v1.0", "v1.1", 0.5).version_for("user-17")}
+
+
+def test_choose_model_without_any_table_says_why(tmp_path):
+    from prefloop.sdk import RoutingUnavailableError
+    from prefloop.services.process import free_port
+    from prefloop.settings import Settings
+
+    nobody = Settings(home=tmp_path, redis_port=free_port())
+    with SyncFeedbackClient(nobody) as sdk:
+        with pytest.raises(RoutingUnavailableError, match="Redis is unreachable"):
+            sdk.choose_model("user-1")

@@ -1,6 +1,7 @@
 """The `local` backend: transformers + PEFT in this process.
 
-The base model is loaded once (in the background: the server answers 503 until it is ready).
+The base model is resolved (built or converted on first use) and loaded once, in the background:
+the server answers 503 until it is ready.
 Each registry version's LoRA adapter is loaded on its first request (PEFT multi-adapter: a few MB
 each) and kept while at most `max_adapters` are loaded; a batch runs under one adapter, or with
 adapters disabled for the base version. Requests are batched dynamically (`batching.BatchQueue`)
@@ -63,9 +64,11 @@ class LocalJob:
 class LocalBackend:
     name = "local"
 
-    def __init__(self, settings: ServeSettings, model_dir: Path, chat_template: bool = True) -> None:
+    def __init__(self, settings: ServeSettings, base_model: str, cache_dir: Path, chat_template: bool = True) -> None:
         self.settings = settings
-        self.model_dir = Path(model_dir)
+        self.base_model = base_model  # tiny | smollm2 | a checkpoint directory, resolved when loading
+        self.cache_dir = Path(cache_dir)
+        self.model_dir: Path | None = None
         self.use_chat_template = chat_template
         self.queue: BatchQueue[LocalJob] = BatchQueue(settings.queue_size, settings.max_batch_size, settings.batch_window_ms / 1000)
         self.state = "loading"
@@ -97,15 +100,20 @@ class LocalBackend:
         exc = fut.exception()
         if exc is None:
             self.state = "ready"
-            log.info("model %s ready on %s (%s)", self.model_dir.name, self.device, self.dtype)
+            log.info("model %s ready on %s (%s)", self.model_dir, self.device, self.dtype)
         else:
             self.state = "failed"
             self.problem = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            log.error("model %s failed to load: %s", self.model_dir, self.problem)
+            log.error("model %s failed to load: %s", self.base_model, self.problem)
 
     def _load(self) -> None:
+        """Resolve and load the base model (on the model thread: building or converting it can take a while)."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from trainer.base_models import resolve_base_model
+
+        self.model_dir = resolve_base_model(self.base_model, self.cache_dir)
 
         requested = self.settings.device
         device = "cuda" if requested == "auto" and torch.cuda.is_available() else ("cpu" if requested == "auto" else requested)
@@ -140,7 +148,7 @@ class LocalBackend:
 
     def status(self) -> dict[str, object]:
         return {
-            "backend": self.name, "state": self.state, "problem": self.problem, "model": str(self.model_dir),
+            "backend": self.name, "state": self.state, "problem": self.problem, "model": str(self.model_dir or self.base_model),
             "device": self.device, "dtype": self.dtype, "adapters_loaded": len(self._adapters),
             "waiting": len(self.queue), "batches": self.batches, "batched_requests": self.batched_requests,
             "mean_batch_size": round(self.batched_requests / self.batches, 2) if self.batches else 0.0,
