@@ -243,15 +243,20 @@ class LocalBackend:
             pad_token_id=self._pad_id, eos_token_id=None,  # each Row decides when it ends (RowTracker)
         )
         sampler = RowSampler([job.job.params for job in batch], device)
-        tracker = RowTracker(rows, lambda i, text: self._send(batch[i], text))
+        # Streamed requests get each piece as it is decoded; the others get their text once, at the end
+        # (one event-loop hand-off per answer instead of one per token).
+        streamed = [job.job.stream for job in batch]
+        tracker = RowTracker(rows, lambda i, text: self._send(batch[i], text) if streamed[i] else None)
         with context, torch.inference_mode():
             model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
                 logits_processor=LogitsProcessorList([sampler]), stopping_criteria=StoppingCriteriaList([tracker]),
             )
-        for job, row in zip(batch, rows):
+        for job, row, stream in zip(batch, rows, streamed):
             if row.finish_reason == "cancelled":
                 continue
+            if not stream and row.text:
+                self._send(job, row.text)
             self._send(job, Finish(row.finish_reason or "length", len(job.prompt_ids), len(row.tokens)))
 
     def _decode(self, tokens: list[int]) -> str:
