@@ -84,9 +84,13 @@ class Baseline:
     """Sequential `model.generate`, one prompt at a time, exactly `max_tokens` new tokens each. Loaded once
     and run twice, before and after the gateway phase, so a burst of load on a shared machine shows."""
 
-    def __init__(self, model_dir: Path, texts: list[str], max_tokens: int, device: str, chat_template: bool) -> None:
+    def __init__(self, model_dir: Path, texts: list[str], max_tokens: int, device: str, chat_template: bool,
+                 cpu_threads: int = 0) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if device == "cpu" and cpu_threads:
+            torch.set_num_threads(cpu_threads)
 
         dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -293,6 +297,9 @@ def add_bench_command(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--requests", type=_positive_int, default=32, help="requests per concurrency level and baseline prompts (default 32)")
     p.add_argument("--max-tokens", type=_positive_int, default=32, help="tokens generated per answer (default 32)")
     p.add_argument("--overhead-requests", type=_positive_int, default=300, help="requests per side of the overhead phase (default 300)")
+    p.add_argument("--cpu-threads", type=int, default=0, metavar="N",
+                   help="torch threads of the baseline and the gateway on CPU (default 0: torch's default). On a machine "
+                        "shared with other loads, 1 keeps both arms from stalling on oversubscribed cores")
     p.add_argument("--time-limit", type=_positive_float, default=900.0, help="seconds each phase may take (default 900)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     p.set_defaults(handler=cmd_bench_serve)
@@ -317,10 +324,11 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
           f"{args.requests} requests per level; gateways log to {work}", flush=True)
 
     print("  baseline: sequential model.generate …", flush=True)
-    sequential = Baseline(model_dir, texts, args.max_tokens, device, chat_template)
+    sequential = Baseline(model_dir, texts, args.max_tokens, device, chat_template, args.cpu_threads)
     runs = [sequential.run(args.time_limit)]
     print(f"  gateway (local backend) at concurrency {','.join(map(str, args.concurrency))} …", flush=True)
     gateway = start_gateway(settings, work, "local-gateway", args.time_limit, base_model=str(model_dir), device=device,
+                            request_timeout_s=str(args.time_limit), cpu_threads=str(args.cpu_threads),
                             max_batch_size=str(max(args.concurrency)), queue_size=str(4 * max(args.concurrency)),
                             max_tokens=str(max(args.max_tokens, 1)), default_max_tokens=str(max(args.max_tokens, 1)))
     levels = []
@@ -333,6 +341,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
             batches = after.get("batches", 0) - before.get("batches", 0)
             level.mean_batch = (after.get("batched_requests", 0) - before.get("batched_requests", 0)) / batches if batches else 0.0
             levels.append(level)
+            print(f"    concurrency {concurrency}: {level.rate:.2f} req/s, p50 {percentile(level.latencies_ms, 50):.0f} ms", flush=True)
     finally:
         gateway.stop()
     print("  baseline again …", flush=True)
@@ -346,7 +355,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     result = {
         "model": args.model, "model_dir": str(model_dir), "device": device, "max_tokens": args.max_tokens,
         "baseline": base.summary(), "baseline_runs": [run.summary() for run in runs], "levels": [lvl.summary() | {"vs_baseline": lvl.rate / base.rate} for lvl in levels],
-        "openai_overhead": over, "cpu_count": os.cpu_count(),
+        "openai_overhead": over, "cpu_count": os.cpu_count(), "cpu_threads": args.cpu_threads,
     }
     print(format_result(result))
     record = out_root / f"serve-{stamp}.json"
