@@ -77,6 +77,7 @@ class LocalBackend:
         self.dtype = ""
         self.batches = 0
         self.batched_requests = 0
+        self._running: list[LocalJob] = []  # the batch on the model thread, stopped early on close()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefloop-serve-model")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: asyncio.Task | None = None
@@ -136,6 +137,8 @@ class LocalBackend:
         self.device, self.dtype = device, str(dtype).removeprefix("torch.")
 
     async def close(self) -> None:
+        for job in self._running:  # the running batch stops at its next step instead of finishing
+            job.abandon()
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -201,6 +204,7 @@ class LocalBackend:
             batch = await self.queue.next_batch()
             self.batches += 1
             self.batched_requests += len(batch)
+            self._running = batch
             try:
                 await loop.run_in_executor(self._executor, self._generate_batch, batch)
             except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the runner
@@ -208,6 +212,8 @@ class LocalBackend:
                 error = GenerationError("crash", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
                 for job in batch:
                     job.out.put_nowait(error)
+            finally:
+                self._running = []
 
     def _send(self, job: LocalJob, item: Any) -> None:
         assert self._loop is not None
