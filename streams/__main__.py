@@ -13,7 +13,7 @@ from streams.settings import StreamsSettings
 def main() -> int:
     try:
         settings = load_settings()
-        ss = settings.section(StreamsSettings, "streams")
+        ss = settings.section(StreamsSettings)
     except PrefloopError as exc:
         print(f"prefloop worker: error: {exc}", file=sys.stderr)
         return 2

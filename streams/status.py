@@ -15,7 +15,7 @@ def trigger_progress(settings: Settings, ss: StreamsSettings | None = None) -> d
     """Pairs since the last training, the thresholds, cooldown left and the lock holder (Redis + ClickHouse)."""
     import redis
 
-    ss = ss or settings.section(StreamsSettings, "streams")
+    ss = ss or settings.section(StreamsSettings)
     policy = Policy.from_settings(ss)
     client = redis.Redis.from_url(settings.redis_dsn, socket_timeout=2)
     try:

@@ -69,11 +69,13 @@ SNAPSHOT_FN: Callable[[list[PreferencePair], Path], str] = default_snapshot
 
 @dataclass(frozen=True)
 class Policy:
-    new_pairs: int = 1000
-    min_pairs: int = 100
-    drift_threshold: float = 0.25
-    staleness_s: float = 7 * 24 * 3600.0
-    cooldown_s: float = 3600.0
+    """The trigger's thresholds (`trigger_*` of the streams settings, where their defaults and bounds live)."""
+
+    new_pairs: int
+    min_pairs: int
+    drift_threshold: float
+    staleness_s: float
+    cooldown_s: float
 
     @classmethod
     def from_settings(cls, ss: StreamsSettings) -> "Policy":

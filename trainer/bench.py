@@ -62,18 +62,18 @@ def _arm_list(text: str) -> list[str]:
 
 
 def add_bench_command(bench_sub: argparse._SubParsersAction) -> None:
-    from trainer.cli import _one_line_errors, _positive_float, _positive_int
+    from prefloop.arguments import one_line_errors, positive_float, positive_int
 
-    p = _one_line_errors(bench_sub.add_parser("trainer", help="DPO training pairs/s and peak memory: prefloop vs TRL defaults"))
-    p.add_argument("--pairs", type=_positive_int, default=64, help="distinct synthetic pairs (default 64)")
+    p = one_line_errors(bench_sub.add_parser("trainer", help="DPO training pairs/s and peak memory: prefloop vs TRL defaults"))
+    p.add_argument("--pairs", type=positive_int, default=64, help="distinct synthetic pairs (default 64)")
     p.add_argument("--model", default="smollm2", metavar="tiny|smollm2|PATH", help="base model (default smollm2)")
-    p.add_argument("--steps", type=_positive_int, default=8, help="optimizer steps per arm (default 8)")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="pairs per step (default 8)")
-    p.add_argument("--time-limit", type=_positive_float, default=900.0, help="seconds before an arm is killed (default 900)")
+    p.add_argument("--steps", type=positive_int, default=8, help="optimizer steps per arm (default 8)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="pairs per step (default 8)")
+    p.add_argument("--time-limit", type=positive_float, default=900.0, help="seconds before an arm is killed (default 900)")
     p.add_argument("--arms", type=_arm_list, default=["trl-default", "prefloop"], metavar="LIST",
                    help=f"comma-separated arms, run in this order (default trl-default,prefloop; known: {', '.join(ARMS)})")
     p.add_argument("--warm", action="store_true", help="add the prefloop-warm-cache arm")
-    p.add_argument("--repeat", type=_positive_int, default=1,
+    p.add_argument("--repeat", type=positive_int, default=1,
                    help="rounds; the arm order alternates (reversed every other round) so drift hits every arm alike")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     p.set_defaults(handler=cmd_bench_trainer)

@@ -32,13 +32,13 @@ ARMS = ("trl-evaluate", "prefloop-cold", "prefloop-warm")
 
 
 def add_bench_command(bench_sub: argparse._SubParsersAction) -> None:
-    from trainer.cli import _one_line_errors, _positive_int
+    from prefloop.arguments import one_line_errors, positive_int
 
-    p = _one_line_errors(bench_sub.add_parser("eval", help="held-out scoring pairs/s: prefloop's gate vs TRL's DPOTrainer.evaluate()"))
-    p.add_argument("--pairs", type=_positive_int, default=256, help="synthetic held-out pairs (default 256)")
+    p = one_line_errors(bench_sub.add_parser("eval", help="held-out scoring pairs/s: prefloop's gate vs TRL's DPOTrainer.evaluate()"))
+    p.add_argument("--pairs", type=positive_int, default=256, help="synthetic held-out pairs (default 256)")
     p.add_argument("--model", default="smollm2", metavar="tiny|smollm2|PATH", help="base model (default smollm2)")
     p.add_argument("--adapter", type=Path, metavar="DIR", help="LoRA adapter to score (default: a random one of the trainer's shape)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="pairs per forward pass in every arm (default 16)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="pairs per forward pass in every arm (default 16)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: CUDA when available")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     p.set_defaults(handler=cmd_bench_eval)

@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from prefloop.arguments import positive_int
 from prefloop.errors import PrefloopError
 from prefloop.sdk.client import FeedbackClient
 from prefloop.sdk.config import ClientSettings
@@ -241,13 +242,6 @@ def format_result(result: IngestResult) -> str:
     return "\n".join(lines)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"should be greater than zero, got {value}")
-    return value
-
-
 def add_bench_command(bench_subparsers: Any) -> argparse.ArgumentParser:
     """Add `ingest` under `prefloop bench`."""
     defaults = ClientSettings()
@@ -257,16 +251,16 @@ def add_bench_command(bench_subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--events", type=_positive_int, default=200_000, help="events per side (default: 200000)")
-    parser.add_argument("--batch", type=_positive_int, default=None, metavar="BYTES",
+    parser.add_argument("--events", type=positive_int, default=200_000, help="events per side (default: 200000)")
+    parser.add_argument("--batch", type=positive_int, default=None, metavar="BYTES",
                         help=f"producer max_batch_size in bytes (default: [sdk] setting, {defaults.max_batch_size})")
     parser.add_argument("--linger-ms", type=int, default=None,
                         help=f"producer linger_ms (default: [sdk] setting, {defaults.linger_ms})")
-    parser.add_argument("--partitions", type=_positive_int, default=None,
+    parser.add_argument("--partitions", type=positive_int, default=None,
                         help="partitions of the bench topic (default: responses_partitions)")
     parser.add_argument("--time-limit", type=float, default=30.0, metavar="SECONDS",
                         help="upper bound of each side's run in each round (default: 30)")
-    parser.add_argument("--rounds", type=_positive_int, default=3,
+    parser.add_argument("--rounds", type=positive_int, default=3,
                         help="alternating rounds of both sides; the median is reported (default: 3)")
     parser.set_defaults(handler=_handle)
     return parser

@@ -77,7 +77,7 @@ class FeedbackClient:
             "delivery_timeout_s": delivery_timeout_s,
             "client_id": client_id,
         }
-        base = settings.section(ClientSettings, "sdk")
+        base = settings.section(ClientSettings)
         # replace() runs ClientSettings' checks again on the overridden values.
         self.config = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
         self.bootstrap_servers = bootstrap_servers or settings.bootstrap_servers

@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, ClassVar, IO
 
 from prefloop.errors import ServiceError
 from prefloop.services.process import ManagedProcess, describe_exit, exit_status, terminate
@@ -42,6 +42,8 @@ NAME = "watchdog"
 @dataclass
 class WatchdogSettings:
     """`[watchdog]` in prefloop.toml, `PREFLOOP_WATCHDOG_<FIELD>` in the environment."""
+
+    SECTION: ClassVar[str] = "watchdog"
 
     check_interval_s: float = setting(0.5, help="How often the watchdog checks that each service's process is alive (seconds).", gt=0)
     restart_backoff_s: float = setting(
@@ -243,7 +245,7 @@ class Watchdog:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stdout)
     settings = load_settings()
-    Watchdog(settings, settings.section(WatchdogSettings, "watchdog")).run()
+    Watchdog(settings, settings.section(WatchdogSettings)).run()
     return 0
 
 

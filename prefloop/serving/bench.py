@@ -285,22 +285,22 @@ def _levels(text: str) -> list[int]:
 
 
 def add_bench_command(bench_sub: argparse._SubParsersAction) -> None:
-    from trainer.cli import _one_line_errors, _positive_float, _positive_int
+    from prefloop.arguments import one_line_errors, positive_float, positive_int
 
-    p = _one_line_errors(bench_sub.add_parser(
+    p = one_line_errors(bench_sub.add_parser(
         "serve", help="gateway requests/s and p50/p99 latency vs sequential model.generate; openai-mode overhead",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     ))
     p.add_argument("--model", default="smollm2", metavar="tiny|smollm2|PATH", help="base model (default smollm2)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto (CUDA when available)")
     p.add_argument("--concurrency", type=_levels, default=[1, 8, 32], metavar="LIST", help="client counts (default 1,8,32)")
-    p.add_argument("--requests", type=_positive_int, default=32, help="requests per concurrency level and baseline prompts (default 32)")
-    p.add_argument("--max-tokens", type=_positive_int, default=32, help="tokens generated per answer (default 32)")
-    p.add_argument("--overhead-requests", type=_positive_int, default=300, help="requests per side of the overhead phase (default 300)")
+    p.add_argument("--requests", type=positive_int, default=32, help="requests per concurrency level and baseline prompts (default 32)")
+    p.add_argument("--max-tokens", type=positive_int, default=32, help="tokens generated per answer (default 32)")
+    p.add_argument("--overhead-requests", type=positive_int, default=300, help="requests per side of the overhead phase (default 300)")
     p.add_argument("--cpu-threads", type=int, default=0, metavar="N",
                    help="torch threads of the baseline and the gateway on CPU (default 0: torch's default). On a machine "
                         "shared with other loads, 1 keeps both arms from stalling on oversubscribed cores")
-    p.add_argument("--time-limit", type=_positive_float, default=900.0, help="seconds each phase may take (default 900)")
+    p.add_argument("--time-limit", type=positive_float, default=900.0, help="seconds each phase may take (default 900)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     p.set_defaults(handler=cmd_bench_serve)
 
@@ -314,7 +314,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     import torch
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    chat_template = settings.section(TrainerSettings, "trainer").chat_template
+    chat_template = settings.section(TrainerSettings).chat_template
     out_root = settings.home / "bench"
     out_root.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")

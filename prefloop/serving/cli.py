@@ -7,33 +7,22 @@ import dataclasses
 import ipaddress
 import logging
 
+from prefloop.arguments import one_line_errors
 from prefloop.errors import ConfigError
-from prefloop.setting_fields import add_flags
+from prefloop.setting_fields import add_flags, flag_values
 from prefloop.serving.settings import ServeSettings
 from prefloop.settings import Settings, load_settings
 
+ADDRESS_FLAGS = ("serve_host", "serve_port")  # top-level settings, as --host and --port
 FLAGS = ("backend", "base_model", "device", "upstream_url", "batch_window_ms", "max_batch_size", "queue_size", "capture")
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"should be an integer, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"should be a TCP port between 1 and 65535, got {value}")
-    return value
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from trainer.cli import _one_line_errors
-
-    p = _one_line_errors(sub.add_parser(
+    p = one_line_errors(sub.add_parser(
         "serve", help="OpenAI-compatible gateway: routes users to model versions and records every answer",
         description="Serve /v1/chat/completions and /v1/models. Flags override the [serve] settings.",
     ))
-    p.add_argument("--host", help="address to bind (default: setting serve_host, 127.0.0.1)")
-    p.add_argument("--port", type=_port, help="port to bind (default: setting serve_port, 18000)")
+    add_flags(p, Settings, ADDRESS_FLAGS, {"serve_host": ("--host",), "serve_port": ("--port",)})
     add_flags(p, ServeSettings, FLAGS)
     p.set_defaults(handler=cmd_serve)
 
@@ -54,9 +43,8 @@ def check_bind(host: str, serve: ServeSettings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = load_settings(serve_host=args.host, serve_port=args.port)
-    overrides = {name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None}
-    serve = dataclasses.replace(settings.section(ServeSettings, "serve"), **overrides)
+    settings = load_settings(**flag_values(args, ADDRESS_FLAGS))
+    serve = dataclasses.replace(settings.section(ServeSettings), **flag_values(args, FLAGS))
     check_bind(settings.serve_host, serve)
     run(settings, serve)
     return 0
@@ -73,7 +61,7 @@ def build_gateway(settings: Settings, serve: ServeSettings):  # -> server.Gatewa
     from trainer.mirror import open_registry
     from trainer.settings import TrainerSettings
 
-    trainer = settings.section(TrainerSettings, "trainer")
+    trainer = settings.section(TrainerSettings)
     base_spec = serve.base_model or trainer.base_model
     registry = open_registry(settings)
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 from prefloop.errors import ConfigError
 from prefloop.setting_fields import check_fields, setting
@@ -16,6 +17,8 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 @dataclass
 class ServeSettings:
+    SECTION: ClassVar[str] = "serve"
+
     backend: str = setting(
         "local", choices=BACKENDS,
         help="`local`: transformers + PEFT in this process (adapters per version, dynamic batching). "

@@ -19,25 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas import Action, ActionKind, PairSource, Response
+from streams.settings import StreamsSettings
 
 HUMAN_VERSION = "human"  # chosen_model_version of EDIT pairs: the chosen text is the user's
-
-
-@dataclass(frozen=True)
-class RuleSettings:
-    thumbs_cap: int = 4
-    rating_gap: float = 2.0
-    max_group_responses: int = 32
-    max_voters_per_response: int = 1000
-    seen_events_per_group: int = 512
-    weight_edit: float = 1.0
-    weight_choice: float = 1.0
-    weight_thumbs: float = 0.5
-    weight_rating: float = 0.75
-
-    @classmethod
-    def from_settings(cls, s: Any) -> "RuleSettings":
-        return cls(**{name: getattr(s, name) for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -71,7 +55,7 @@ class PromptGroup:
     response not yet in the group.
     """
 
-    def __init__(self, prompt_id: str, state: dict[str, Any] | None, rules: RuleSettings) -> None:
+    def __init__(self, prompt_id: str, state: dict[str, Any] | None, rules: StreamsSettings) -> None:
         self.prompt_id = prompt_id
         self.rules = rules
         self.state: dict[str, Any] = state if state is not None else {}

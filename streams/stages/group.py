@@ -30,7 +30,7 @@ from schemas import Action, ActionKind, PreferencePair, Response, encode
 from streams import wire
 from streams.batching import records
 from streams.dlq import UNKNOWN_REFERENCE, Rejected, dead_letter, decode_as
-from streams.pairing.group import PairDraft, PromptGroup, RuleSettings
+from streams.pairing.group import PairDraft, PromptGroup
 from streams.pairing.quality import QualityRules
 from streams.pairing.text import normalised_distance
 from prefloop.keys import INDEX_PREFIX
@@ -70,8 +70,7 @@ class GroupStage(BatchStage):
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.rules = RuleSettings.from_settings(rt.ss)
-        self.quality = QualityRules(rt.ss.min_chars, rt.ss.similarity_threshold)
+        self.quality = QualityRules.from_settings(rt.ss)
         self.lock = asyncio.Lock()
         # responses partition -> (offset, record timestamp) of the last response whose batch is
         # flushed (indexed in Redis): the backlog check and the event-time alignment read it
@@ -94,7 +93,7 @@ class GroupStage(BatchStage):
     def _wrap(self, prompt_id: str, state: dict[str, Any] | None) -> PromptGroup:
         group = self._wrappers.get(prompt_id)
         if group is None or state is None or group.state is not state:
-            group = PromptGroup(prompt_id, state, self.rules)
+            group = PromptGroup(prompt_id, state, self.rt.ss)
             if len(self._wrappers) >= WRAPPERS_MAX:
                 del self._wrappers[next(iter(self._wrappers))]  # the oldest; rebuilt when needed
             self._wrappers[prompt_id] = group

@@ -238,14 +238,15 @@ def diagnose_missing(settings: Settings, records: list, missing: set[str], app_i
 
     from schemas import pair_hash as _pair_hash
     from streams import wire
-    from streams.pairing.group import PromptGroup, RuleSettings
+    from streams.pairing.group import PromptGroup
+    from streams.settings import StreamsSettings
     from streams.stages.group import CANDIDATE_FIELDS
     from streams.stages.resolve import ACTION_WIDTH, INDEXED_FIELDS, action_from_item
 
     responses = {r.response_id: r for r in records if isinstance(r, Response)}
     groups: dict[str, PromptGroup] = {}
     for r in responses.values():
-        groups.setdefault(r.prompt_id, PromptGroup(r.prompt_id, None, RuleSettings())).add_response(r)
+        groups.setdefault(r.prompt_id, PromptGroup(r.prompt_id, None, StreamsSettings())).add_response(r)
     culprits = {}
     for a in (r for r in records if isinstance(r, Action)):
         g = groups[responses[a.response_id].prompt_id]

@@ -12,7 +12,7 @@ from prefloop import topics
 from schemas import Action, ActionKind, DeadLetter, PairSource, PreferencePair, Response, encode, pair_hash
 from streams_helpers import (assert_each_pair_once, diagnose_missing, produce, read_dlq, read_pairs, read_topic,
                              scalar, wait_for, wait_rows)
-from workload import mixed
+from streams.workload import mixed
 
 pytestmark = pytest.mark.services
 

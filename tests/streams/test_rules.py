@@ -9,7 +9,7 @@ import pytest
 from prefloop.errors import ConfigError
 from schemas import Action, ActionKind, PairSource, Response, pair_hash
 from streams import wire
-from streams.pairing.group import HUMAN_VERSION, PromptGroup, RuleSettings
+from streams.pairing.group import HUMAN_VERSION, PromptGroup
 from streams.pairing.quality import EMPTY, IDENTICAL, NEAR_DUPLICATE, TINY, QualityRules
 from streams.pairing.text import levenshtein, normalised_distance, similarity_at_least
 from streams.settings import StreamsSettings
@@ -26,7 +26,7 @@ def act(rid: str, kind: str, **kw) -> Action:
 
 
 def group_with(*responses: Response, **rules) -> PromptGroup:
-    g = PromptGroup(responses[0].prompt_id, None, RuleSettings(**rules))
+    g = PromptGroup(responses[0].prompt_id, None, StreamsSettings(**rules))
     for r in responses:
         assert g.add_response(r)
     return g
@@ -132,7 +132,7 @@ def test_state_round_trips_through_json_and_dedups_events():
     first = act("a", "THUMBS_UP", user_id="u1")
     g.mark_seen(first.event_id)
     g.apply(first)
-    again = PromptGroup(g.prompt_id, json.loads(json.dumps(g.state)), RuleSettings())
+    again = PromptGroup(g.prompt_id, json.loads(json.dumps(g.state)), StreamsSettings())
     assert again.seen(first.event_id)
     assert combos(again.apply(act("b", "THUMBS_DOWN", user_id="u2"))) == {("a", "b")}
 
@@ -143,7 +143,7 @@ def test_group_evicts_oldest_response_beyond_the_cap():
 
 
 def test_seen_events_are_bounded():
-    g = PromptGroup("p", None, RuleSettings(seen_events_per_group=3))
+    g = PromptGroup("p", None, StreamsSettings(seen_events_per_group=3))
     for i in range(5):
         g.mark_seen(f"e{i}")
     assert [g.seen(f"e{i}") for i in range(5)] == [False, False, True, True, True]
@@ -167,8 +167,8 @@ def test_quality_rules(chosen, rejected, reason):
 
 def test_similarity_threshold_is_configurable():
     a, b = "abcdefghij", "abcdefghXY"  # similarity 0.8
-    assert QualityRules(similarity_threshold=0.8).check(a, b) == NEAR_DUPLICATE
-    assert QualityRules(similarity_threshold=0.81).check(a, b) is None
+    assert QualityRules.from_settings(StreamsSettings(similarity_threshold=0.8)).check(a, b) == NEAR_DUPLICATE
+    assert QualityRules.from_settings(StreamsSettings(similarity_threshold=0.81)).check(a, b) is None
 
 
 # --- text ------------------------------------------------------------------------------------------------
