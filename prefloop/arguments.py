@@ -21,21 +21,19 @@ def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"should be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"should be greater than zero, got {value}")
-    return value
+def _positive(kind: type, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"should be {what}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"should be greater than zero, got {value}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid <name> value" messages
+    return parse
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"should be a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"should be greater than zero, got {value}")
-    return value
+positive_int = _positive(int, "an integer")
+positive_float = _positive(float, "a number")

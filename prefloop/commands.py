@@ -115,7 +115,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     from prefloop.analytics.migrations import migrate
     from prefloop.analytics.store import connect
-    from prefloop.services.kafka import create_topics
+    from prefloop.kafka_admin import create_topics
 
     settings = load_settings()
     created = asyncio.run(create_topics(settings.bootstrap_servers, settings.topics()))
@@ -145,7 +145,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     store: AnalyticsStore
-    owner = ManagedProcess("analytics", settings.home / "run", settings.home / "logs").pid()
+    owner = ManagedProcess.of(settings, "analytics").pid()
     if settings.embedded_analytics and owner is None:
         # Nobody owns the chDB directory: open it here (read and write) for this one query.
         if not settings.chdb_path.exists():

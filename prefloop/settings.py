@@ -85,6 +85,15 @@ class Settings:
         return not self.clickhouse_url
 
     @property
+    def run_dir(self) -> Path:
+        """PID files, the watchdog's state and the workers' readiness files."""
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
     def chdb_path(self) -> Path:
         return self.home / "chdb"
 

@@ -11,7 +11,6 @@ import dataclasses
 import enum
 import functools
 import hashlib
-import re
 import time
 import typing
 import uuid
@@ -32,13 +31,14 @@ def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
-_WS = re.compile(r"\s+")
+def normalise_text(text: str) -> str:
+    """Case-folded, whitespace-collapsed, stripped: the form prompt ids hash and the quality rules compare."""
+    return " ".join(text.casefold().split())
 
 
 def prompt_hash(prompt: str) -> str:
-    """Default prompt_id: a hash of the normalised prompt (case-folded, whitespace collapsed)."""
-    normalised = _WS.sub(" ", prompt.strip().casefold())
-    return hashlib.sha256(normalised.encode()).hexdigest()[:24]
+    """Default prompt_id: a hash of the normalised prompt (`normalise_text`)."""
+    return hashlib.sha256(normalise_text(prompt).encode()).hexdigest()[:24]
 
 
 def pair_hash(prompt: str, chosen: str, rejected: str) -> str:

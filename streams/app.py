@@ -22,11 +22,12 @@ import os
 
 import faust
 
+from prefloop.services.process import free_port, worker_ready_file
 from prefloop.settings import Settings
 from streams.alignment import EventTimeAlignment
 from streams.batching import BatchingApp
 from streams.freeze import TICK_S
-from streams.runtime import Runtime, fatal
+from streams.runtime import InternalTopics, Runtime, fatal
 from streams.settings import StreamsSettings
 from streams.sinks.clickhouse import sinks
 from streams.stages.group import GroupStage
@@ -38,14 +39,6 @@ log = logging.getLogger("prefloop.streams")
 
 def default_worker_id() -> str:
     return f"w{os.getpid()}"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _broker_urls(settings: Settings) -> list[str]:
@@ -62,7 +55,7 @@ def create_app(settings: Settings, ss: StreamsSettings, worker_id: str | None = 
         store="memory://",
         datadir=str(datadir),
         web_enabled=ss.web_enabled,
-        web_port=_free_port() if ss.web_enabled else 6066,
+        web_port=free_port() if ss.web_enabled else 6066,
         web_bind="127.0.0.1",
         topic_replication_factor=1,
         topic_allow_declare=True,
@@ -95,7 +88,7 @@ class Pipeline:
         self.group = GroupStage(rt)
         self.publish = PublishStage(rt)
         self.sinks = sinks(rt)
-        self.ready_file = settings.home / "run" / f"worker-{os.getpid()}.ready"
+        self.ready_file = worker_ready_file(settings, os.getpid())
 
         # The input topics arrive as one RecordBatch per fetched partition (streams/batching.py).
         actions, responses = rt.actions.get_topic_name(), rt.responses.get_topic_name()
@@ -186,29 +179,9 @@ async def ensure_internal_topics(settings: Settings, ss: StreamsSettings) -> Non
 
     Contract topics are never created here: `prefloop up` creates them with Settings' counts.
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from prefloop.kafka_admin import create_topics
 
-    from streams.runtime import internal_topic
-
-    wanted = {
-        internal_topic(ss, "resolved-actions"): settings.responses_partitions,
-        internal_topic(ss, "indexed-responses"): settings.actions_partitions,
-        internal_topic(ss, "pair-candidates"): settings.pairs_partitions,
-        internal_topic(ss, "analytics-rows"): ss.analytics_partitions,
-    }
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
-        if missing:
-            try:
-                await admin.create_topics(missing)
-            except Exception as exc:  # another worker created them first
-                if "TopicAlreadyExists" not in type(exc).__name__ + str(exc):
-                    raise
-    finally:
-        await admin.close()
+    await create_topics(settings.bootstrap_servers, InternalTopics.of(settings, ss).all())
 
 
 # CPython's default (700 net allocations) runs a young collection every few events here, and

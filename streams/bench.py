@@ -27,16 +27,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from prefloop import topics
-from prefloop.settings import Settings
-from schemas import Action, ActionKind, AvroRecord, Response, decode, encode, pair_hash
+from prefloop.kafka_admin import create_topics
+from prefloop.services.process import ManagedProcess, worker_ready_file
+from prefloop.settings import Settings, TopicSpec
+from schemas import AvroRecord, Response, decode, encode
 from streams.settings import StreamsSettings
 from streams.workload import EVENTS_PER_GROUP, Workload, mixed
 
@@ -186,23 +186,13 @@ async def _any_behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int
     return False
 
 
-async def create_topic(settings: Settings, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
-    try:
-        if name not in await admin.list_topics():
-            await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
-
-
 # --- workers ---------------------------------------------------------------------------------------------
 def start_workers(settings: Settings, count: int, env_extra: dict[str, str]) -> list[subprocess.Popen]:
     from prefloop.services.supervisor import service_env
 
     env = service_env(settings)
     env.update(env_extra)
-    logs = settings.home / "logs"
+    logs = settings.log_dir
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
     for i in range(count):
@@ -219,10 +209,10 @@ def start_workers(settings: Settings, count: int, env_extra: dict[str, str]) -> 
 def wait_ready(settings: Settings, procs: list[subprocess.Popen], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     for proc in procs:
-        ready = settings.home / "run" / f"worker-{proc.pid}.ready"
+        ready = worker_ready_file(settings, proc.pid)
         while not ready.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streams worker {proc.pid} did not start; see {settings.home / 'logs'}")
+                raise RuntimeError(f"streams worker {proc.pid} did not start; see {settings.log_dir}")
             time.sleep(0.05)
 
 
@@ -250,11 +240,9 @@ def cpu_seconds(pid: int) -> float:
 def service_pids(settings: Settings) -> dict[str, int]:
     pids = {}
     for name in ("kafka", "redis", "analytics"):
-        path = settings.home / "run" / f"{name}.pid"
-        try:
-            pids[name] = int(path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
+        pid = ManagedProcess.of(settings, name).pid()
+        if pid is not None:
+            pids[name] = pid
     return pids
 
 
@@ -267,12 +255,11 @@ def percentile(values: list[float], q: float) -> float:
 
 # --- the bench ---------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from prefloop.services.process import free_port
+    from prefloop.services.process import isolated_settings
     from prefloop.services.supervisor import down, up
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="prefloop-bench-streams-"))
-    settings = Settings(home=home, kafka_port=free_port(), kafka_controller_port=free_port(), redis_port=free_port(),
-                        analytics_port=free_port(), collector_port=free_port(), start_timeout_s=120)
+    settings = isolated_settings(home, start_timeout_s=120)
     ss = StreamsSettings()
     say = print if not args.quiet else (lambda *a, **k: None)
     say(f"starting Kafka, Redis and the analytics service in {home} ...")
@@ -287,7 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         n = len(items)
         result["events"] = n
         result["expected_pairs"] = expected
-        asyncio.run(create_topic(settings, PASSTHROUGH_TOPIC, settings.pairs_partitions))
+        asyncio.run(create_topics(settings.bootstrap_servers, [TopicSpec(PASSTHROUGH_TOPIC, settings.pairs_partitions)]))
         secs = asyncio.run(produce(settings, items))
         say(f"preloaded {n} events ({expected} pairs expected) in {secs:.1f}s")
 

@@ -35,7 +35,7 @@ from murmurhash2 import murmurhash2
 
 from prefloop import keys, redis_outage
 from prefloop import topics as contract
-from prefloop.settings import Settings
+from prefloop.settings import Settings, TopicSpec
 from streams.freeze import FreezeWatch, FrozenError
 from streams.settings import StreamsSettings
 
@@ -54,6 +54,28 @@ def partition_for(key: str, partitions: int) -> int:
 
 def internal_topic(ss: StreamsSettings, name: str) -> str:
     return f"{ss.app_id}-{name}"
+
+
+@dataclass(frozen=True)
+class InternalTopics:
+    """The topics between the stages of one pipeline, each with the partition count of the stage it feeds."""
+
+    resolved_actions: TopicSpec  # resolve -> group, partitioned like feedback.responses
+    indexed: TopicSpec  # group -> resolve (response ids indexed), partitioned like feedback.actions
+    candidates: TopicSpec  # group -> publish, partitioned like feedback.pairs
+    analytics: TopicSpec  # every stage -> the analytics sink
+
+    @classmethod
+    def of(cls, settings: Settings, ss: StreamsSettings) -> "InternalTopics":
+        return cls(
+            TopicSpec(internal_topic(ss, "resolved-actions"), settings.responses_partitions),
+            TopicSpec(internal_topic(ss, "indexed-responses"), settings.actions_partitions),
+            TopicSpec(internal_topic(ss, "pair-candidates"), settings.pairs_partitions),
+            TopicSpec(internal_topic(ss, "analytics-rows"), ss.analytics_partitions),
+        )
+
+    def all(self) -> list[TopicSpec]:
+        return [self.resolved_actions, self.indexed, self.candidates, self.analytics]
 
 
 @dataclass
@@ -88,14 +110,9 @@ class Runtime:
         self.training_requests = app.topic(contract.TRAINING_REQUESTS, partitions=settings.control_partitions,
                                            internal=False, **raw)
         # Internal topics, created by Faust with the partition counts of the stage they feed.
-        self.resolved_actions = app.topic(internal_topic(ss, "resolved-actions"),
-                                          partitions=settings.responses_partitions, internal=True, **raw)
-        self.indexed = app.topic(internal_topic(ss, "indexed-responses"), partitions=settings.actions_partitions,
-                                 internal=True, **raw)
-        self.candidates = app.topic(internal_topic(ss, "pair-candidates"), partitions=settings.pairs_partitions,
-                                    internal=True, **raw)
-        self.analytics = app.topic(internal_topic(ss, "analytics-rows"), partitions=ss.analytics_partitions,
-                                   internal=True, **raw)
+        internal = InternalTopics.of(settings, ss)
+        self.resolved_actions, self.indexed, self.candidates, self.analytics = (
+            app.topic(spec.name, partitions=spec.partitions, internal=True, **raw) for spec in internal.all())
         # Changelog-backed state (memory store; the changelog topic is the durable copy).
         self.pending = app.Table("pending-actions", partitions=settings.actions_partitions,
                                  key_type=str, value_type=None)

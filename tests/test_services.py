@@ -131,10 +131,9 @@ def test_init_on_running_services_creates_nothing_new(prefloop_env: Settings) ->
 
 
 def isolated_settings(tmp_path) -> Settings:
-    from prefloop.services.process import free_port
+    from prefloop.services import process
 
-    return Settings(home=tmp_path / "home", redis_port=free_port(), analytics_port=free_port(),
-                    kafka_port=free_port(), kafka_controller_port=free_port(), start_timeout_s=30)
+    return process.isolated_settings(tmp_path / "home", start_timeout_s=30)
 
 
 def test_up_status_down_purge_lifecycle(tmp_path) -> None:

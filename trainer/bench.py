@@ -18,9 +18,10 @@ import json
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from prefloop.bench.records import BenchRun
 
 _WORDS = (
     "the a model answer user question please thanks help code error data train test value list file time day "
@@ -115,10 +116,8 @@ def cmd_bench_trainer(args: argparse.Namespace) -> int:
         raise PrefloopError("the prefloop-warm-cache arm reuses the cache the prefloop arm fills: add prefloop to --arms")
     settings = load_settings()
     model_dir = resolve_base_model(args.model, settings.cache_dir)
-    out_root = settings.home / "bench"
-    out_root.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    work = Path(tempfile.mkdtemp(prefix=f"trainer-{stamp}-", dir=out_root))
+    run = BenchRun.start(settings.home, "trainer")
+    work = run.work_dir()
     pairs_file = work / "pairs.jsonl"
     pairs_file.write_text("".join(json.dumps(p) + "\n" for p in synthetic_pairs(args.pairs)))
     common = ["--pairs", str(pairs_file), "--model", str(model_dir), "--steps", str(args.steps),
@@ -148,11 +147,7 @@ def cmd_bench_trainer(args: argparse.Namespace) -> int:
                "model_dir": str(model_dir), "arms": rounds[0], "ratios": _ratios(rounds[0]),
                "rounds": [{"arms": r, "ratios": _ratios(r)} for r in rounds],
                "spread": {k: {"median": m, "min": lo, "max": hi} for k, (m, lo, hi) in spread.items()}}
-    record = out_root / f"trainer-{stamp}.json"
-    record.write_text(json.dumps(summary, indent=2) + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"results: {record}")
+    run.save(summary, args.json)
     return 0 if all("error" not in r for results in rounds for r in results.values()) else 1
 
 

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
+from trainer.devices import use_bf16
 from trainer.ref_cache import RefLogpCache
 from trainer.settings import TrainerSettings
 
@@ -38,16 +39,6 @@ class RefStats:
     seconds: float = 0.0
 
 
-def resolve_device(requested: str) -> str:
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        from trainer.errors import TrainerError
-
-        raise TrainerError("device cuda was requested but torch sees no CUDA device; use --device cpu or auto")
-    return requested
-
-
 @contextlib.contextmanager
 def attention_backends(settings: TrainerSettings) -> Iterator[None]:
     """The SDPA backends training may use: all but cuDNN's unless `cudnn_attention` (see the setting)."""
@@ -58,11 +49,6 @@ def attention_backends(settings: TrainerSettings) -> Iterator[None]:
 
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
         yield
-
-
-def use_bf16(device: str) -> bool:
-    """bf16 only on a CUDA device that supports it; CPU trains in fp32 (TRL's bf16 default fails there)."""
-    return device == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def build_lora_config(settings: TrainerSettings) -> LoraConfig:

@@ -148,8 +148,9 @@ def run_training(
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, PrinterCallback
 
+    from trainer.devices import resolve_device, use_bf16
     from trainer.dpo import (CachedReferenceDPOTrainer, SelectiveCheckpointing, attention_backends, build_dpo_config,
-                             build_lora_config, resolve_device, use_bf16)
+                             build_lora_config)
     from trainer.heldout import evaluate_heldout
     from trainer.progress import ProgressLine
     from trainer.ref_cache import RefLogpCache, reference_revision

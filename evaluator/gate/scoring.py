@@ -124,7 +124,8 @@ class GateModels:
         from transformers import AutoModelForCausalLM
 
         from trainer.base_models import load_tokenizer
-        from trainer.dpo import CachedReferenceDPOTrainer, attention_backends, build_dpo_config, resolve_device, use_bf16
+        from trainer.devices import resolve_device, use_bf16
+        from trainer.dpo import CachedReferenceDPOTrainer, attention_backends, build_dpo_config
         from trainer.ref_cache import RefLogpCache, reference_revision
         from trainer.train import _quiet_libraries, to_columns
 

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from prefloop.arguments import positive_int
 from prefloop.errors import PrefloopError
+from prefloop.kafka_admin import create_topics, delete_topics
 from prefloop.sdk.client import FeedbackClient
 from prefloop.sdk.config import ClientSettings
-from prefloop.settings import Settings, load_settings
+from prefloop.settings import Settings, TopicSpec, load_settings
 from schemas import encode
 from schemas.records import Action, ActionKind, Response
 
@@ -163,14 +163,6 @@ async def run_raw(producer: AIOKafkaProducer, topic: str, encoded: list[tuple[by
     return await _timed("raw aiokafka", len(encoded), time_limit_s, step, producer.flush)
 
 
-async def _create_topic(admin: AIOKafkaAdminClient, topic: str, partitions: int) -> None:
-    response = await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)], timeout_ms=30_000)
-    for entry in getattr(response, "topic_errors", []) or getattr(response, "topic_error_codes", []):
-        code = entry[1]
-        if code:
-            raise BenchError(f"cannot create bench topic {topic}: Kafka error code {code} ({entry[2] if len(entry) > 2 else ''})")
-
-
 async def run_ingest_bench(
     settings: Settings,
     events: int = 200_000,
@@ -195,14 +187,14 @@ async def run_ingest_bench(
     encoded = pre_encode(inputs)
     warm = make_inputs(warmup, seed=8) if warmup else []
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=30_000)
+    from aiokafka.errors import KafkaError
+
     try:
-        await admin.start()
-    except Exception as exc:
-        await admin.close()
-        raise BenchError(f"cannot connect to Kafka at {settings.bootstrap_servers} ({exc}); start it with `prefloop up`") from exc
+        await create_topics(settings.bootstrap_servers, [TopicSpec(topic, partitions)])
+    except (KafkaError, OSError) as exc:
+        raise BenchError(f"cannot create bench topic {topic} on Kafka at {settings.bootstrap_servers} ({exc}); "
+                         "start it with `prefloop up`") from exc
     try:
-        await _create_topic(admin, topic, partitions)
         client = FeedbackClient(settings, responses_topic=topic, actions_topic=topic, **client_options)
         raw = AIOKafkaProducer(**client.producer_options())
         await raw.start()
@@ -219,10 +211,7 @@ async def run_ingest_bench(
             await raw.stop()
         return IngestResult(topic, partitions, client.producer_options(), sdk_rounds, raw_rounds)
     finally:
-        try:
-            await admin.delete_topics([topic], timeout_ms=30_000)
-        finally:
-            await admin.close()
+        await delete_topics(settings.bootstrap_servers, [topic])
 
 
 def format_result(result: IngestResult) -> str:

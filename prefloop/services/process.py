@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from prefloop.errors import ServiceError
+from prefloop.settings import Settings
 
 # The processes this process started, by PID. Holding the Popen keeps `subprocess` from reaping a
 # dead child behind our back (it polls forgotten Popens on every new start), so `exit_status`
@@ -24,6 +25,11 @@ class ManagedProcess:
     name: str
     run_dir: Path
     log_dir: Path
+
+    @classmethod
+    def of(cls, settings: Settings, name: str) -> "ManagedProcess":
+        """The service `name` of the prefloop home `settings` names."""
+        return cls(name, settings.run_dir, settings.log_dir)
 
     @property
     def pid_file(self) -> Path:
@@ -147,10 +153,23 @@ def ensure_port_free(port: int, what: str, setting: str) -> None:
         )
 
 
+def worker_ready_file(settings: Settings, pid: int) -> Path:
+    """Written by a streams worker (pid `pid`) once it holds its partitions; `up` and the benches wait for it."""
+    return settings.run_dir / f"worker-{pid}.ready"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def isolated_settings(home: Path, **overrides: object) -> Settings:
+    """Settings in `home` with every service on a free loopback port: for tests and benchmarks, which
+    must never touch the default home or ports (others may be using them)."""
+    ports = {name: free_port() for name in ("kafka_port", "kafka_controller_port", "redis_port", "analytics_port",
+                                            "collector_port", "serve_port")}
+    return Settings(home=home, **{**ports, **overrides})  # type: ignore[arg-type]
 
 
 def wait_until(proc: ManagedProcess, ready: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -47,7 +47,7 @@ class RedisService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.dir = settings.home / "redis"
-        self.proc = ManagedProcess("redis", settings.home / "run", settings.home / "logs")
+        self.proc = ManagedProcess.of(settings, "redis")
 
     def start(self) -> None:
         binary = ensure_redis_server()

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from prefloop.errors import ServiceError
 from prefloop.services.kafka import KafkaService, ensure_jars
-from prefloop.services.process import ManagedProcess, ensure_port_free, pid_alive, port_open, wait_until
+from prefloop.services.process import ManagedProcess, ensure_port_free, pid_alive, port_open, wait_until, worker_ready_file
 from prefloop.services.redis_server import RedisService, ensure_redis_server
 from prefloop.settings import Settings
 
@@ -53,7 +53,7 @@ class PythonService:
         self.name = name
         self.module = module
         self.args = args or []
-        self.proc = ManagedProcess(name, settings.home / "run", settings.home / "logs")
+        self.proc = ManagedProcess.of(settings, name)
 
     def start(self) -> None:
         if self.port:
@@ -94,7 +94,7 @@ class WorkerService(PythonService):
 
     def healthy(self) -> bool:
         pid = self.proc.pid()
-        return pid is not None and (self.settings.home / "run" / f"worker-{pid}.ready").exists()
+        return pid is not None and worker_ready_file(self.settings, pid).exists()
 
 
 class LogReadyService(PythonService):
@@ -216,7 +216,7 @@ def down(settings: Settings, purge: bool = False, out=sys.stdout) -> list[str]:
             stopped.append(service.name)
             print(f"stopped {service.name}", file=out)
     # Workers started by hand (`prefloop worker`) leave readiness files; clear stale ones.
-    for ready in (settings.home / "run").glob("worker-*.ready") if (settings.home / "run").exists() else []:
+    for ready in settings.run_dir.glob(worker_ready_file(settings, 0).name.replace("0", "*")):
         pid = int(ready.stem.split("-", 1)[1])
         if not pid_alive(pid):
             ready.unlink(missing_ok=True)

@@ -88,20 +88,16 @@ class WatchState:
     services: dict[str, ServiceRecord] = field(default_factory=dict)
 
 
-def _run(settings: Settings) -> Path:
-    return settings.home / "run"
-
-
 def want_file(settings: Settings) -> Path:
-    return _run(settings) / f"{NAME}.want"
+    return settings.run_dir / f"{NAME}.want"
 
 
 def state_file(settings: Settings) -> Path:
-    return _run(settings) / f"{NAME}.json"
+    return settings.run_dir / f"{NAME}.json"
 
 
 def process(settings: Settings) -> ManagedProcess:
-    return ManagedProcess(NAME, settings.home / "run", settings.home / "logs")
+    return ManagedProcess.of(settings, NAME)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -27,7 +27,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from prefloop.bench.records import BenchRun
 from prefloop.errors import PrefloopError
 from prefloop.services.process import free_port, terminate
 from prefloop.settings import Settings, load_settings
@@ -311,14 +311,12 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     model_dir = resolve_base_model(args.model, settings.cache_dir)
-    import torch
+    from trainer.devices import resolve_device
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     chat_template = settings.section(TrainerSettings).chat_template
-    out_root = settings.home / "bench"
-    out_root.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    work = Path(tempfile.mkdtemp(prefix=f"serve-{stamp}-", dir=out_root))
+    bench = BenchRun.start(settings.home, "serve")
+    work = bench.work_dir()
     texts = prompts(args.requests)
     print(f"bench serve: model {args.model} ({model_dir}) on {device}, {args.max_tokens} tokens per answer, "
           f"{args.requests} requests per level; gateways log to {work}", flush=True)
@@ -358,11 +356,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         "openai_overhead": over, "cpu_count": os.cpu_count(), "cpu_threads": args.cpu_threads,
     }
     print(format_result(result))
-    record = out_root / f"serve-{stamp}.json"
-    record.write_text(json.dumps(result, indent=2) + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results: {record}")
+    bench.save(result, args.json)
     return 0
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.pairing.text import normalise, similarity_at_least
+from schemas import normalise_text
+from streams.pairing.text import similarity_at_least
 from streams.settings import StreamsSettings
 
 EMPTY = "empty"
@@ -32,7 +33,7 @@ class QualityRules:
             return EMPTY
         if len(a) < self.min_chars or len(b) < self.min_chars:
             return TINY
-        na, nb = normalise(a), normalise(b)
+        na, nb = normalise_text(a), normalise_text(b)
         if na == nb:
             return IDENTICAL
         if similarity_at_least(na, nb, self.similarity_threshold):

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from prefloop import topics
+from prefloop.services.process import worker_ready_file
 from prefloop.settings import Settings
 from schemas import Action, ActionKind, AvroRecord, PreferencePair, Response, decode, encode
 
@@ -206,7 +207,7 @@ class Workers:
         with open(log_path, "wb") as out:
             proc = subprocess.Popen([str(PYTHON), "-m", "streams"], cwd=str(REPO), env=env, stdout=out,
                                     stderr=subprocess.STDOUT)
-        worker = Worker(proc, log_path, self.settings.home / "run" / f"worker-{proc.pid}.ready")
+        worker = Worker(proc, log_path, worker_ready_file(self.settings, proc.pid))
         self.started.append(worker)
         return worker
 

@@ -46,7 +46,7 @@ def test_batch_topic_names_what_is_wrong():
 def _two_partition_topic(settings, name: str) -> None:
     import asyncio
 
-    from prefloop.services.kafka import create_topics
+    from prefloop.kafka_admin import create_topics
     from prefloop.settings import TopicSpec
 
     asyncio.run(create_topics(settings.bootstrap_servers, [TopicSpec(name, 2)]))

@@ -338,7 +338,7 @@ def test_event_times_reach_clickhouse_to_the_millisecond(services, pipeline, sto
 def _end_offsets(services, topic: str) -> int:
     import asyncio
 
-    from prefloop.sdk.testing import end_offsets
+    from kafka_testing import end_offsets
 
     return sum(asyncio.run(end_offsets(services.bootstrap_servers, topic)).values())
 
