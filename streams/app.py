@@ -27,12 +27,14 @@ from prefloop.settings import Settings
 from streams.alignment import EventTimeAlignment
 from streams.batching import BatchingApp
 from streams.freeze import TICK_S
+from streams.jobs import install as install_jobs
 from streams.runtime import InternalTopics, Runtime, fatal
 from streams.settings import StreamsSettings
 from streams.sinks.clickhouse import sinks
 from streams.stages.group import GroupStage
 from streams.stages.publish import PublishStage
 from streams.stages.resolve import ResolveStage
+from streams.trigger import SnapshotFn
 
 log = logging.getLogger("prefloop.streams")
 
@@ -45,7 +47,8 @@ def _broker_urls(settings: Settings) -> list[str]:
     return [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",") if server.strip()]
 
 
-def create_app(settings: Settings, ss: StreamsSettings, worker_id: str | None = None) -> tuple[faust.App, "Pipeline"]:
+def create_app(settings: Settings, ss: StreamsSettings, snapshot: SnapshotFn,
+               worker_id: str | None = None) -> tuple[faust.App, "Pipeline"]:
     worker_id = ss.worker_id or worker_id or default_worker_id()
     datadir = settings.home / "streams" / worker_id
     datadir.mkdir(parents=True, exist_ok=True)
@@ -75,13 +78,14 @@ def create_app(settings: Settings, ss: StreamsSettings, worker_id: str | None = 
         value_serializer="raw",
         autodiscover=False,
     )
-    return app, Pipeline(app, settings, ss, worker_id)
+    return app, Pipeline(app, settings, ss, worker_id, snapshot)
 
 
 class Pipeline:
     """Wires the stages of streams/stages and the sinks onto the Faust app."""
 
-    def __init__(self, app: faust.App, settings: Settings, ss: StreamsSettings, worker_id: str) -> None:
+    def __init__(self, app: faust.App, settings: Settings, ss: StreamsSettings, worker_id: str,
+                 snapshot: SnapshotFn) -> None:
         self.app = app
         self.rt = rt = Runtime(settings, ss, app, worker_id)
         self.resolve = ResolveStage(rt)
@@ -109,13 +113,7 @@ class Pipeline:
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
-        self.jobs = self.extra_timers()
-
-    def extra_timers(self):
-        """Drift and trigger jobs (streams/analytics, streams/trigger) hook in here."""
-        from streams.jobs import install
-
-        return install(self)
+        self.jobs = install_jobs(self, snapshot)  # the drift job and the retraining trigger
 
     async def _sweep_pending(self) -> None:
         await self.resolve.sweep()
@@ -190,10 +188,11 @@ async def ensure_internal_topics(settings: Settings, ss: StreamsSettings) -> Non
 GC_THRESHOLDS = (50_000, 10, 10)
 
 
-def run_worker(settings: Settings, ss: StreamsSettings) -> int:
-    """Run one worker in the foreground until SIGTERM/SIGINT; returns the exit code."""
+def run_worker(settings: Settings, ss: StreamsSettings, snapshot: SnapshotFn) -> int:
+    """Run one worker in the foreground until SIGTERM/SIGINT; returns the exit code. `snapshot` freezes the
+    pairs of each training request (streams/trigger.py)."""
     asyncio.run(ensure_internal_topics(settings, ss))
-    app, pipeline = create_app(settings, ss)
+    app, pipeline = create_app(settings, ss, snapshot)
     gc.collect()
     gc.freeze()  # imports and the app itself: never garbage, never scanned again
     gc.set_threshold(*GC_THRESHOLDS)

@@ -10,7 +10,7 @@ temporary home, by the same code as `prefloop up`, and stops them at the end.
    re-deliveries) into feedback.responses / feedback.actions.
 2. Passthrough: one aiokafka consumer (group, both topics) produces every event unchanged to
    a scratch topic; clock from the first record to the last ack.
-3. Pipeline: start `--workers` `python -m streams` processes; clock from the moment they are
+3. Pipeline: start `--workers` `prefloop worker` processes; clock from the moment they are
    ready until every expected pair is on feedback.pairs and every input offset is committed.
 4. Latency: a paced run at `--latency-rate` events/s; latency = the pair record's Kafka
    timestamp minus its action's produce time (`created_at`), p50 and p99.
@@ -199,9 +199,10 @@ def start_workers(settings: Settings, count: int, env_extra: dict[str, str]) -> 
         with open(logs / f"bench-worker-{i}.log", "wb") as out:
             # PREFLOOP_BENCH_PROFILE=DIR profiles each worker with cProfile (DIR/worker-N.prof).
             profile = os.environ.get("PREFLOOP_BENCH_PROFILE")
-            cmd = [sys.executable, "-m", "streams"]
+            cmd = [sys.executable, "-m", "prefloop.cli", "worker"]
             if profile:
-                cmd = [sys.executable, "-m", "cProfile", "-o", str(Path(profile) / f"worker-{i}.prof"), "-m", "streams"]
+                cmd = [sys.executable, "-m", "cProfile", "-o", str(Path(profile) / f"worker-{i}.prof"), "-m", "prefloop.cli",
+                       "worker"]
             procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
     return procs
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from schemas import Action, ActionKind, AvroRecord, Response, pair_hash
-from streams.pairing.group import PromptGroup
+from streams.pairing.prompt_group import PromptGroup
 from streams.pairing.quality import QualityRules
 from streams.settings import StreamsSettings
 

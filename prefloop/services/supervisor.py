@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from prefloop.errors import ServiceError
 from prefloop.services.kafka import KafkaService, ensure_jars
@@ -90,7 +90,7 @@ class CollectorService(PythonService):
 
 class WorkerService(PythonService):
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings, "worker", "streams")
+        super().__init__(settings, "worker", "prefloop.cli", ["worker"])
 
     def healthy(self) -> bool:
         pid = self.proc.pid()
@@ -248,7 +248,11 @@ class StatusReport:
     problems: list[str] = field(default_factory=list)
 
 
-def status(settings: Settings) -> StatusReport:
+# The retraining trigger's progress for `prefloop status` (streams/trigger_progress.py, wired by prefloop/cli.py).
+TriggerProgress = Callable[[Settings], dict[str, Any]]
+
+
+def status(settings: Settings, trigger_progress: TriggerProgress | None = None) -> StatusReport:
     import asyncio
 
     from prefloop.services import watchdog
@@ -274,15 +278,11 @@ def status(settings: Settings) -> StatusReport:
             report.problems.append(f"kafka: {exc}")
     if by_name.get("analytics", ServiceStatus("analytics", None, True)).healthy:
         report.table_rows = table_row_counts(settings, report.problems)
-    try:
-        from streams.status import trigger_progress
-
-        if by_name["redis"].healthy or settings.redis_url:
+    if trigger_progress is not None and (by_name["redis"].healthy or settings.redis_url):
+        try:
             report.trigger = trigger_progress(settings)
-    except ImportError:
-        pass
-    except Exception as exc:
-        report.problems.append(f"trigger: {exc}")
+        except Exception as exc:  # status must still print the rest
+            report.problems.append(f"trigger: {exc}")
     return report
 
 

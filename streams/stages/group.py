@@ -30,7 +30,7 @@ from schemas import Action, ActionKind, PreferencePair, Response, encode
 from streams import wire
 from streams.batching import records
 from streams.dlq import UNKNOWN_REFERENCE, Rejected, dead_letter, decode_as
-from streams.pairing.group import PairDraft, PromptGroup
+from streams.pairing.prompt_group import PairDraft, PromptGroup
 from streams.pairing.quality import QualityRules
 from streams.pairing.text import normalised_distance
 from prefloop.keys import INDEX_PREFIX

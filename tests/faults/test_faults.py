@@ -376,6 +376,7 @@ def test_lost_trigger_state_and_routing_write_are_taken_back(stack, tag, tmp_pat
     from schemas import TrainingRequest
     from streams.settings import StreamsSettings
     from streams.trigger import Trigger
+    from trainer.snapshots import freeze_pairs
     from trainer.mirror import open_registry
 
     w = mixed(tag, 10, duplicate_every=0)
@@ -398,7 +399,7 @@ def test_lost_trigger_state_and_routing_write_are_taken_back(stack, tag, tmp_pat
             async def send(topic, key, value):
                 return await producer.send(topic, value=value, key=key)
 
-            return await Trigger(stack.settings, ss, redis_async, send).check()
+            return await Trigger(stack.settings, ss, redis_async, send, freeze_pairs).check()
         finally:
             await producer.stop()
             await redis_async.aclose()

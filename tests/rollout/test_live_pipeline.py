@@ -34,7 +34,7 @@ def worker(rollout_env: dict[str, str], rollout_settings, tmp_path: Path):
     env["PREFLOOP_STREAMS_APP_ID"] = f"rollout-test-{uuid.uuid4().hex[:6]}"  # its own group: other tests' workers untouched
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "streams"], cwd=str(REPO), env=env, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "prefloop.cli", "worker"], cwd=str(REPO), env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
         ready = worker_ready_file(rollout_settings, proc.pid)

@@ -147,7 +147,7 @@ def assert_each_pair_once(store, tag: str, w, expected: dict, pairs: list[Prefer
 
 @dataclass
 class Worker:
-    """A `python -m streams` subprocess; stopped by PID."""
+    """A `prefloop worker` subprocess; stopped by PID."""
 
     proc: subprocess.Popen
     log_path: Path
@@ -205,7 +205,7 @@ class Workers:
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"test-worker-{len(self.started)}-{time.time_ns()}.log"
         with open(log_path, "wb") as out:
-            proc = subprocess.Popen([str(PYTHON), "-m", "streams"], cwd=str(REPO), env=env, stdout=out,
+            proc = subprocess.Popen([str(PYTHON), "-m", "prefloop.cli", "worker"], cwd=str(REPO), env=env, stdout=out,
                                     stderr=subprocess.STDOUT)
         worker = Worker(proc, log_path, worker_ready_file(self.settings, proc.pid))
         self.started.append(worker)
@@ -239,7 +239,7 @@ def diagnose_missing(settings: Settings, records: list, missing: set[str], app_i
 
     from schemas import pair_hash as _pair_hash
     from streams import wire
-    from streams.pairing.group import PromptGroup
+    from streams.pairing.prompt_group import PromptGroup
     from streams.settings import StreamsSettings
     from streams.stages.group import CANDIDATE_FIELDS
     from streams.stages.resolve import ACTION_WIDTH, INDEXED_FIELDS, action_from_item

@@ -1,4 +1,4 @@
-"""The streams pipeline end to end on real Kafka, Redis and chDB (workers run as `python -m streams`)."""
+"""The streams pipeline end to end on real Kafka, Redis and chDB (workers run as `prefloop worker`)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import pytest
 from prefloop.errors import ConfigError
 from schemas import Action, ActionKind, PairSource, Response, pair_hash
 from streams import wire
-from streams.pairing.group import HUMAN_VERSION, PromptGroup
+from streams.pairing.prompt_group import HUMAN_VERSION, PromptGroup
 from streams.pairing.quality import EMPTY, IDENTICAL, NEAR_DUPLICATE, TINY, QualityRules
 from streams.pairing.text import levenshtein, normalised_distance, similarity_at_least
 from streams.settings import StreamsSettings

@@ -1,13 +1,13 @@
-"""`prefloop status`: progress towards the next retraining trigger."""
+"""The retraining trigger's progress, as `prefloop status` shows it (wired in by prefloop/cli.py)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from prefloop.keys import PAIRS_TOTAL, TRIGGER_LOCK, TRIGGER_STATE
 from prefloop.settings import Settings
 from streams.settings import StreamsSettings
-from prefloop.keys import PAIRS_TOTAL, TRIGGER_LOCK, TRIGGER_STATE
 from streams.trigger import Policy, State, cooldown_left_s, decide
 
 
@@ -32,7 +32,7 @@ def trigger_progress(settings: Settings, ss: StreamsSettings | None = None) -> d
     drift = None
     try:
         from prefloop.analytics.store import connect
-        from streams.analytics.drift import latest_input_drift
+        from streams.drift import latest_input_drift
 
         store = connect(settings)
         try:
