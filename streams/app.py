@@ -25,7 +25,7 @@ import faust
 from prefloop.services.process import free_port, worker_ready_file
 from prefloop.settings import Settings
 from streams.alignment import EventTimeAlignment
-from streams.batching import BatchingApp
+from streams.compat.faust import BatchingApp
 from streams.freeze import TICK_S
 from streams.jobs import install as install_jobs
 from streams.runtime import InternalTopics, Runtime, fatal

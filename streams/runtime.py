@@ -36,6 +36,8 @@ from murmurhash2 import murmurhash2
 from prefloop import keys, redis_outage
 from prefloop import topics as contract
 from prefloop.settings import Settings, TopicSpec
+from streams.compat.aiokafka import keep_in_metadata, send_in_batches
+from streams.compat.faust import aiokafka_producer
 from streams.freeze import FreezeWatch, FrozenError
 from streams.settings import StreamsSettings
 
@@ -160,44 +162,23 @@ class Runtime:
         return await self.app.producer.send(name, key, value, partition, None, None)
 
     def _producer_for(self, name: str) -> Any:
-        """The aiokafka producer, with `name` among the topics its metadata refreshes ask for.
-
-        aiokafka's client asks for all topics until its first `add_topic`, then only for those
-        added, and replaces its view with each answer. A topic the producer knew only from
-        an all-topics answer then vanishes from its view; batches queued for it have no leader,
-        and the sender asks for metadata in a tight loop that never names that topic: the
-        worker spins at full CPU and the next commit's flush waits for good (seen in the
-        bench). Naming every topic before its first record keeps them all in every answer.
-        """
-        producer = self.app.producer._ensure_producer()
+        """The aiokafka producer, with `name` among the topics its metadata refreshes ask for
+        (streams/compat/aiokafka.py, `keep_in_metadata`)."""
+        producer = aiokafka_producer(self.app)
         if name not in self._tracked:
-            producer.client.add_topic(name)
+            keep_in_metadata(producer, name)
             self._tracked.add(name)
         return producer
 
     async def send_batch(self, topic: faust.types.TopicT | str, partition: int,
                          records: Iterable[tuple[bytes | None, bytes | None]]) -> list["SentBatch"]:
-        """Send (key, value) records to one partition, in order, as whole producer batches.
-
-        A record costs one append to aiokafka's batch builder instead of a `send` (partitioner,
-        accumulator and a future per record): for the many small records of one partition
-        (pairs, changelog values) that is most of the cost of producing them. Like `send`,
-        Faust's flush before a commit waits for these batches too.
-        """
+        """Send (key, value) records to one partition, in order, as whole producer batches
+        (streams/compat/aiokafka.py, `send_in_batches`). Like `send`, Faust's flush before a commit
+        waits for these batches too."""
         self.check_not_frozen()
         name = topic if isinstance(topic, str) else topic.get_topic_name()
         producer = self._producer_for(name)
-        sent: list[SentBatch] = []
-        batch = producer.create_batch()
-        for key, value in records:
-            if batch.append(timestamp=None, key=key, value=value) is None:  # full: submit it, start the next
-                sent.append(SentBatch(await producer.send_batch(batch, name, partition=partition),
-                                      batch.record_count()))
-                batch = producer.create_batch()
-                batch.append(timestamp=None, key=key, value=value)  # a batch's first record always fits
-        if batch.record_count():
-            sent.append(SentBatch(await producer.send_batch(batch, name, partition=partition), batch.record_count()))
-        return sent
+        return [SentBatch(future, count) for future, count in await send_in_batches(producer, name, partition, records)]
 
     def check_not_frozen(self) -> None:
         """Exit before writing anything if this worker stood still past the session timeout."""

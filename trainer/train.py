@@ -149,8 +149,8 @@ def run_training(
     from transformers import AutoModelForCausalLM, PrinterCallback
 
     from trainer.devices import resolve_device, use_bf16
-    from trainer.dpo import (CachedReferenceDPOTrainer, SelectiveCheckpointing, attention_backends, build_dpo_config,
-                             build_lora_config)
+    from trainer.compat_trl import CachedReferenceDPOTrainer
+    from trainer.dpo import SelectiveCheckpointing, attention_backends, build_dpo_config, build_lora_config
     from trainer.heldout import evaluate_heldout
     from trainer.progress import ProgressLine
     from trainer.ref_cache import RefLogpCache, reference_revision

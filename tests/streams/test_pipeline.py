@@ -300,7 +300,7 @@ def _committed(services) -> dict[str, list[int | None]]:
     return asyncio.run(read())
 
 
-# --- consumer batching (streams/batching.py) ------------------------------------------------------------
+# --- consumer batching (streams/compat/faust.py) ------------------------------------------------------------
 def test_input_offsets_are_committed_to_the_end_through_batches(services, pipeline, store, tag):
     """Each fetched batch is one Faust message; acking it must commit past every record in it."""
     import asyncio
