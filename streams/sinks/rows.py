@@ -2,9 +2,8 @@
 and the bundles that carry them to the sink.
 
 A row is a JSON list in the order of `COLUMNS[table]` (one JSONCompactEachRow line) with
-timestamps already in a form ClickHouse parses, so the sink never decodes a row: a bundle
-is the table name, a newline, then newline-terminated rows, and the sink concatenates the
-bundles of a table into one insert.
+timestamps already in a form ClickHouse parses, so the sink never decodes a row: it concatenates
+the rows bundles (streams/wire.py, `pack_rows`) of a table into one insert.
 """
 
 from __future__ import annotations
@@ -73,12 +72,6 @@ def row_json(row: list[Any]) -> bytes:
     return orjson.dumps(row)
 
 
-def read_bundle(data: bytes) -> tuple[str, bytes, int]:
-    """(table, JSONCompactEachRow body, row count) of a rows bundle."""
-    table, _, body = data.partition(b"\n")
-    return table.decode(), body, body.count(b"\n")
-
-
 async def send_rows(rt: "Runtime", table_rows: dict[str, list[list[Any]]]) -> list:
     """Send rows to the analytics sink in bundles of at most wire.MAX_BUNDLE_BYTES; returns the send futures."""
     futures = []
@@ -90,7 +83,6 @@ async def send_rows(rt: "Runtime", table_rows: dict[str, list[list[Any]]]) -> li
 async def send_json_rows(rt: "Runtime", table: str, encoded: list[bytes]) -> list:
     """Like send_rows, for rows already encoded by `row_json`."""
     futures = []
-    head = table.encode() + b"\n"
     for chunk in wire.chunks(encoded, wire.MAX_BUNDLE_BYTES, lambda r: len(r) + 1):
-        futures.append(await rt.send(rt.analytics, None, head + b"\n".join(chunk) + b"\n"))
+        futures.append(await rt.send(rt.analytics, None, wire.pack_rows(table, chunk)))
     return futures

@@ -241,8 +241,6 @@ def diagnose_missing(settings: Settings, records: list, missing: set[str], app_i
     from streams import wire
     from streams.pairing.prompt_group import PromptGroup
     from streams.settings import StreamsSettings
-    from streams.stages.group import CANDIDATE_FIELDS
-    from streams.stages.resolve import ACTION_WIDTH, INDEXED_FIELDS, action_from_item
 
     responses = {r.response_id: r for r in records if isinstance(r, Response)}
     groups: dict[str, PromptGroup] = {}
@@ -260,16 +258,16 @@ def diagnose_missing(settings: Settings, records: list, missing: set[str], app_i
                 culprits[h] = a
     forwarded = set()
     for r in read_topic(settings, f"{app_id}-resolved-actions"):
-        for item in wire.unpack(r.value, ACTION_WIDTH):
-            forwarded.add(action_from_item(item).event_id)
+        for item in wire.unpack(r.value, wire.ForwardedAction):
+            forwarded.add(item.event_id)
     candidates: dict[str, tuple[int, int]] = {}
     for r in read_topic(settings, f"{app_id}-pair-candidates"):
-        for pid, *_ in wire.unpack(r.value, CANDIDATE_FIELDS):
-            candidates.setdefault(pid, (r.partition, r.offset))
+        for candidate in wire.unpack(r.value, wire.PairCandidate):
+            candidates.setdefault(candidate.pair_id, (r.partition, r.offset))
     announced = set()
     for r in read_topic(settings, f"{app_id}-indexed-responses"):
-        for rid, *_ in wire.unpack(r.value, INDEXED_FIELDS):
-            announced.add(rid)
+        for indexed in wire.unpack(r.value, wire.IndexedResponse):
+            announced.add(indexed.response_id)
     pending: dict[str, Any] = {}
     for r in read_topic(settings, f"{app_id}-pending-actions-changelog"):
         pending[_json.loads(r.key)] = None if r.value is None else _json.loads(r.value)

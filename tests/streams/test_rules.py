@@ -202,16 +202,30 @@ def test_normalised_distance_bounds():
 
 # --- bundles ---------------------------------------------------------------------------------------------
 def test_bundles_round_trip_typed_fields_and_reject_garbage():
-    items = [[b"a", "", 7, None], [b"\x00" * 300, "x\u00e9", -1, 0.5]]
-    assert wire.unpack(wire.pack(items, 4), 4) == items
+    items = [wire.PairCandidate("p1", b"\x00" * 300, b'["p1"]'), wire.PairCandidate("x\u00e9", b"", b"[]")]
+    assert wire.unpack(wire.pack(items, wire.PairCandidate), wire.PairCandidate) == items
+    assert wire.unpack(wire.pack(items, wire.PairCandidate), wire.PairCandidate)[0].record == b"\x00" * 300
     with pytest.raises(wire.BundleError, match="bad magic"):
-        wire.unpack(b"garbage", 4)
+        wire.unpack(b"garbage", wire.PairCandidate)
     with pytest.raises(wire.BundleError, match="corrupt bundle"):
-        wire.unpack(wire.pack(items, 4)[:-1], 4)
-    with pytest.raises(wire.BundleError, match="arrays of 3 fields"):
-        wire.unpack(wire.pack(items, 4), 3)
-    with pytest.raises(wire.BundleError, match="should have 4 fields, got 3"):
-        wire.pack([[1, 2, 3]], 4)
+        wire.unpack(wire.pack(items, wire.PairCandidate)[:-1], wire.PairCandidate)
+    with pytest.raises(wire.BundleError, match="arrays of 13 fields"):
+        wire.unpack(wire.pack([wire.IndexedResponse("r", "p", 1)], wire.IndexedResponse), wire.ForwardedAction)
+    with pytest.raises(wire.BundleError, match="should have 3 fields, got 2"):
+        wire.pack([["r", 1]], wire.PairCandidate)
+
+
+def test_forwarded_action_carries_the_action_and_where_it_was_read():
+    action = Action(response_id="r1", kind=ActionKind.CHOICE, rejected_response_id="r2", user_id="u")
+    item = wire.forwarded_action(action, b"avro", 3, 17, 1234, "prompt-1")
+    (back,) = wire.unpack(wire.pack([item], wire.ForwardedAction), wire.ForwardedAction)
+    assert (back.partition, back.offset, back.arrived_ms, back.prompt_id) == (3, 17, 1234, "prompt-1")
+    assert wire.action_of(back) == action
+
+
+def test_rows_bundles_carry_a_table_and_its_rows():
+    data = wire.pack_rows("pair_drops", [b'["a",1]', b'["b",2]'])
+    assert wire.unpack_rows(data) == ("pair_drops", b'["a",1]\n["b",2]\n', 2)
 
 
 def test_pair_id_is_the_content_hash():
