@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS / "streams"))  # streams_helpers, workload
+sys.path.insert(0, str(TESTS / "streams"))  # streams_helpers
 sys.path.insert(0, str(TESTS / "trainer"))  # trainer_synthetic
 
 from prefloop.services.process import isolated_settings, pid_alive  # noqa: E402

@@ -20,7 +20,7 @@ import redis
 from prefloop import keys, topics
 from schemas import Action, ActionKind, DeadLetter, decode
 from streams_helpers import assert_each_pair_once, produce, read_dlq, read_pairs, read_topic, wait_for
-from workload import Workload, mixed
+from streams.workload import Workload, mixed
 
 pytestmark = pytest.mark.services
 
