@@ -43,9 +43,6 @@ from streams.settings import StreamsSettings
 
 log = logging.getLogger("prefloop.streams")
 
-# Redis keys (one namespace, documented in streams/README section of the analytics doc).
-
-
 KAFKA_MURMUR2_SEED = 0x9747B28C
 
 
