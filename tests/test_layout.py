@@ -53,3 +53,18 @@ def test_no_module_imports_a_package_above_it():
                 if not allowed(name, may | extra | {package}):
                     wrong.append(f"{rel} imports {name}")
     assert wrong == []
+
+
+def test_the_worker_verb_hands_the_trigger_the_trainers_snapshot_store(tmp_path):
+    """`prefloop worker` runs the streams with the snapshot function prefloop/cli.py wires in: the trigger's
+    snapshots are the trainer's (streams itself never imports the trainer)."""
+    from prefloop.cli import build_parser
+    from schemas import PairSource, PreferencePair
+    from trainer.snapshots import load_snapshot
+
+    args = build_parser().parse_args(["worker"])
+    pairs = [PreferencePair(prompt_id=f"p{i}", prompt=f"prompt {i}", chosen="good", rejected="bad",
+                            chosen_response_id=f"c{i}", chosen_model_version="human", rejected_model_version="v1",
+                            source=PairSource.EDIT) for i in range(3)]
+    snapshot_id = args.snapshot(pairs, tmp_path)
+    assert sorted(p.pair_id for p in load_snapshot(tmp_path, snapshot_id).pairs) == sorted(p.pair_id for p in pairs)

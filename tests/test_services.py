@@ -91,6 +91,8 @@ def test_status_reports_health_offsets_and_rows(prefloop_env: Settings) -> None:
     assert health["kafka"] and health["redis"] and health["analytics"]
     assert set(report["topic_offsets"]) == set(topics.ALL)
     assert "preference_pairs" in report["table_rows"]
+    # The retraining trigger's progress, from the streams package (prefloop/cli.py wires it into `status`).
+    assert report["trigger"]["new_pairs_threshold"] == 1000 and "pairs_since_last_training" in report["trigger"]
 
 
 def test_sql_through_the_running_owner_in_every_format(prefloop_env: Settings, store) -> None:
