@@ -27,11 +27,15 @@ def test_patched_internal_is_unchanged(module, internal):
         f"then record `python -m prefloop.compat {module}`'s digest")
 
 
-@pytest.mark.parametrize("module, distribution", COMPAT.items())
-def test_compat_module_pins_the_locked_version(module, distribution):
+PINS = [(module, distribution, "VERSION") for module, distribution in COMPAT.items()]
+PINS.append(("streams.compat.faust", "mode-streaming", "MODE_VERSION"))
+
+
+@pytest.mark.parametrize("module, distribution, constant", PINS)
+def test_compat_module_pins_the_locked_version(module, distribution, constant):
     lock = (ROOT / "requirements.lock").read_text()
     locked = re.search(rf"^{re.escape(distribution)}==(\S+)$", lock, re.M)
-    assert locked and locked.group(1) == importlib.import_module(module).VERSION
+    assert locked and locked.group(1) == getattr(importlib.import_module(module), constant)
 
 
 def test_another_installed_version_is_a_clear_error():

@@ -51,7 +51,9 @@ from streams.batching import CODEC, RecordBatch
 from streams.compat.aiokafka import assignment_state
 
 VERSION = "0.15.3"
+MODE_VERSION = "0.7.1"  # mode-streaming, Faust's service library (FlowControlEvent, cached_property)
 require_version("faust-streaming", VERSION, __name__)
+require_version("mode-streaming", MODE_VERSION, __name__)
 
 # Every Faust internal this module overrides, replaces or reads, with its source digest in VERSION.
 INTERNALS = (
