@@ -19,8 +19,8 @@ R = TypeVar("R")
 WATCHED = (topics.TRAINING_REQUESTS, topics.TRAINING_RESULTS, topics.PROMOTIONS)
 
 
-class StepTimeout(PrefloopError):
-    """A demo step waited longer than its limit."""
+class StepFailed(PrefloopError):
+    """A demo step failed: it waited longer than its limit, or the system reported a failure."""
 
 
 class ContractWatcher:
@@ -65,7 +65,7 @@ class ContractWatcher:
                 seen = len(self.records)
                 left = timeout_s - (time.monotonic() - started)
                 if left <= 0:
-                    raise StepTimeout(f"no {what} within {timeout_s:.0f}s")
+                    raise StepFailed(f"no {what} within {timeout_s:.0f}s")
                 try:
                     await asyncio.wait_for(self._arrived.wait(), timeout=min(left, 5.0))
                 except asyncio.TimeoutError:
