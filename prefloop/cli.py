@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     from evaluator.rollout import cli as rollout_cli
 
     rollout_cli.add_commands(sub)  # after the trainer's: it adds `promote` and `rollback` to `models`
+    from prefloop.web import cli as web_cli
+
+    web_cli.add_commands(sub)
     return parser
 
 

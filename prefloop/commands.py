@@ -13,8 +13,8 @@ from prefloop.settings import load_settings
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("up", help="start Kafka, Redis, the analytics store, a streams worker, the collector, the trainer and the rollout controller")
-    p.add_argument("--only", metavar="LIST", help="comma-separated subset: kafka,redis,analytics,worker,collector,trainer,rollout")
+    p = sub.add_parser("up", help="start Kafka, Redis, the analytics store, a streams worker, the collector, the trainer, the rollout controller and the web app")
+    p.add_argument("--only", metavar="LIST", help="comma-separated subset: kafka,redis,analytics,worker,collector,trainer,rollout,web")
     p.set_defaults(handler=cmd_up)
 
     p = sub.add_parser("down", help="stop what `up` started (data is kept)")

@@ -16,7 +16,7 @@ from prefloop.services.process import ManagedProcess, ensure_port_free, pid_aliv
 from prefloop.services.redis_server import RedisService
 from prefloop.settings import Settings
 
-ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer", "rollout")
+ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer", "rollout", "web")
 
 
 class Service(Protocol):
@@ -127,6 +127,27 @@ class RolloutService(PythonService):
         return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
 
 
+class WebService(PythonService):
+    """`prefloop web`: the arena, leaderboard and dashboard; healthy once it answers HTTP (the login page too)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, "web", "prefloop.cli", ["web"])
+        self.port = (settings.web_port, "web_port")
+
+    def healthy(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        host = self.settings.web_host
+        if host in ("0.0.0.0", "::", ""):  # bound to every address: ask on loopback
+            host = "127.0.0.1"
+        try:
+            with urllib.request.urlopen(f"http://{host}:{self.settings.web_port}/", timeout=2) as answer:
+                return answer.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+
 def build_services(settings: Settings) -> dict[str, Service]:
     services: dict[str, Service] = {"kafka": KafkaService(settings), "redis": RedisService(settings)}
     if settings.embedded_analytics:
@@ -135,6 +156,7 @@ def build_services(settings: Settings) -> dict[str, Service]:
     services["collector"] = CollectorService(settings)
     services["trainer"] = TrainerService(settings)
     services["rollout"] = RolloutService(settings)
+    services["web"] = WebService(settings)
     return services
 
 
