@@ -33,6 +33,8 @@ log = logging.getLogger("prefloop.web")
 DEFAULT_MODE = "production vs newest"
 NAMED_MODE = "named versions"
 DASHBOARD_PLOTS = ("win_rate", "thumbs_up_rate", "pairs", "drift", "trigger", "rollout", "registry")
+# System fonts: the theme's bundled web fonts lack glyphs that then fall back letter by letter.
+THEME_FONTS = ["Liberation Sans", "DejaVu Sans", "system-ui", "sans-serif"]
 CSS = """
 #arena-answers textarea { font-size: 15px; }
 .prefloop-note { color: #555; }
@@ -89,19 +91,20 @@ def build_app(ctx: WebContext) -> gr.Blocks:
                     answer_b = gr.Textbox(label="Model B", lines=8, interactive=False, elem_id="arena-answer-b")
                 with gr.Row():
                     vote_buttons = {
-                        Vote.A: gr.Button("👈 A is better", interactive=False, elem_id="vote-a"),
-                        Vote.B: gr.Button("👉 B is better", interactive=False, elem_id="vote-b"),
-                        Vote.TIE: gr.Button("🤝 Tie", interactive=False, elem_id="vote-tie"),
-                        Vote.BOTH_BAD: gr.Button("👎 Both are bad", interactive=False, elem_id="vote-both-bad"),
+                        Vote.A: gr.Button("A is better", interactive=False, elem_id="vote-a"),
+                        Vote.B: gr.Button("B is better", interactive=False, elem_id="vote-b"),
+                        Vote.TIE: gr.Button("Tie", interactive=False, elem_id="vote-tie"),
+                        Vote.BOTH_BAD: gr.Button("Both are bad", interactive=False, elem_id="vote-both-bad"),
                     }
                 status = gr.Markdown(elem_id="arena-status")
-                new_round = gr.Button("🔄 New round", elem_id="arena-new-round")
+                new_round = gr.Button("New round", elem_id="arena-new-round")
                 battle = gr.State("")
 
             with gr.Tab("Leaderboard", id="leaderboard", elem_id="tab-leaderboard") as leaderboard_tab:
                 refresh_board = gr.Button("Refresh", size="sm", elem_id="leaderboard-refresh")
                 board_note = gr.Markdown(elem_id="leaderboard-note")
-                board_table = gr.Dataframe(interactive=False, elem_id="leaderboard-table")
+                board_table = gr.Dataframe(interactive=False, elem_id="leaderboard-table",
+                                           headers=["rank", "version", "rating", "interval", "battles", "wins", "losses"])
                 ratings_plot = gr.Plot(elem_id="plot-ratings", label="ratings")
                 matrix_plot = gr.Plot(elem_id="plot-win-matrix", label="win fractions")
 
@@ -128,7 +131,7 @@ def build_app(ctx: WebContext) -> gr.Blocks:
                 fight = ctx.arena.start(text, _user(request), "named" if choice == NAMED_MODE else "default",
                                         v1 or "", v2 or "")
             except PrefloopError as exc:
-                return ["", "", "", f"⚠️ {_one_line(exc)}", *locked]
+                return ["", "", "", f"**Problem:** {_one_line(exc)}", *locked]
             note = "Both answers are in. Which is better? The names show after your vote."
             return [fight.battle_id, fight.a.text, fight.b.text, note, *[gr.update(interactive=True)] * len(buttons)]
 
@@ -138,9 +141,9 @@ def build_app(ctx: WebContext) -> gr.Blocks:
                 try:
                     result = ctx.arena.vote(battle_id, vote)
                 except PrefloopError as exc:
-                    return [f"⚠️ {_one_line(exc)}", collected_today(ctx), *[gr.update()] * len(buttons)]
+                    return [f"**Problem:** {_one_line(exc)}", collected_today(ctx), *[gr.update()] * len(buttons)]
                 if result.accepted:
-                    text = f"✅ Thanks! Your vote: **{result.vote.label}**. {result.reveal()}"
+                    text = f"Thanks! Your vote: **{result.vote.label}**. {result.reveal()}"
                 else:
                     text = f"This battle already has its vote (**{result.vote.label}**); nothing was added. {result.reveal()}"
                 return [text, collected_today(ctx), *locked]
@@ -163,16 +166,16 @@ def build_app(ctx: WebContext) -> gr.Blocks:
         new_round.click(on_new_round, outputs=[battle, question, answer_a, answer_b, status, *buttons])
 
         # --- leaderboard ---
+        columns = ["rank", "version", "rating", f"{web.confidence:.0%} interval", "battles", "wins", "losses"]
+
         def on_leaderboard():
             try:
                 data = gather_leaderboard(ctx.settings, web)
             except PrefloopError as exc:
-                return [f"⚠️ {_one_line(exc)}", pd.DataFrame(), None, None]
+                return [f"**Problem:** {_one_line(exc)}", pd.DataFrame(columns=columns), None, None]
             figs = leaderboard_figures(data, web)
-            table = pd.DataFrame([{
-                "rank": i + 1, "version": r.version, "rating": round(r.rating),
-                f"{web.confidence:.0%} interval": f"{r.lower:.0f} – {r.upper:.0f}", "battles": r.battles,
-                "wins": r.wins, "losses": r.losses} for i, r in enumerate(data.ratings)])
+            table = pd.DataFrame([[i + 1, r.version, round(r.rating), f"{r.lower:.0f} – {r.upper:.0f}", r.battles,
+                                   r.wins, r.losses] for i, r in enumerate(data.ratings)], columns=columns)
             battles = sum(o.count for o in data.outcomes)
             note = (f"{battles} CHOICE battle(s) between two different versions (arena votes and apps' choices), "
                     f"Bradley–Terry with {web.bootstrap_rounds} bootstrap rounds.")
@@ -188,7 +191,7 @@ def build_app(ctx: WebContext) -> gr.Blocks:
             try:
                 data = gather_dashboard(ctx.settings, since)
             except PrefloopError as exc:
-                return [f"⚠️ {_one_line(exc)}", *[None] * len(DASHBOARD_PLOTS)]
+                return [f"**Problem:** {_one_line(exc)}", *[None] * len(DASHBOARD_PLOTS)]
             figs = dashboard_figures(data, web)
             note = f"Last {web.dashboard_days} day(s), UTC."
             if data.problems:
@@ -205,4 +208,8 @@ def build_app(ctx: WebContext) -> gr.Blocks:
     return demo
 
 
-__all__ = ["WebContext", "build_app", "collected_today"]
+def theme() -> gr.themes.Base:
+    return gr.themes.Default(font=THEME_FONTS, font_mono=["DejaVu Sans Mono", "monospace"])
+
+
+__all__ = ["WebContext", "build_app", "collected_today", "theme", "CSS"]

@@ -144,7 +144,8 @@ def trigger_figure(progress: TriggerProgress | None) -> go.Figure:
                      f"{progress.pairs_since_last} of {progress.min_pairs} pairs (needed by drift and staleness)"))
     fig = go.Figure(go.Bar(
         y=[r[0] for r in rows], x=[min(r[1], 1.0) for r in rows], orientation="h", text=[r[2] for r in rows],
-        textposition="auto", marker_color=["#2ca02c" if r[1] >= 1 else "#1f77b4" for r in rows],
+        # Short bars carry their label outside, so a condition at 0% still says where it stands.
+        textposition=["inside" if r[1] >= 0.5 else "outside" for r in rows], cliponaxis=False, marker_color=["#2ca02c" if r[1] >= 1 else "#1f77b4" for r in rows],
         hovertemplate="%{y}: %{text}<extra></extra>"))
     fig.update_xaxes(range=[0, 1], tickformat=".0%", title="share of the threshold")
     fig.update_yaxes(autorange="reversed")

@@ -20,9 +20,10 @@ def run(settings: Settings, web: WebSettings | None = None) -> None:
     web = web or load_web_settings(settings)
     check_bind(settings.web_host, web)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, one line each
     # Imported here: Gradio takes seconds to import, and `prefloop report` does not need it.
     from prefloop.sdk import SyncFeedbackClient
-    from prefloop.web.app import CSS, WebContext, build_app
+    from prefloop.web.app import CSS, WebContext, build_app, theme
     from prefloop.web.arena import Arena, BattleStore
     from prefloop.web.generation import GatewayGenerator
     from prefloop.web.sources import LoopSources
@@ -38,7 +39,7 @@ def run(settings: Settings, web: WebSettings | None = None) -> None:
     try:
         demo.launch(server_name=settings.web_host, server_port=settings.web_port, auth=auth, prevent_thread_lock=True,
                     quiet=True, show_error=False, footer_links=[], enable_monitoring=False, mcp_server=False,
-                    ssr_mode=False, run_history=False, css=CSS)
+                    ssr_mode=False, run_history=False, css=CSS, theme=theme())
         print(f"{READY_LINE} on {settings.web_url} (arena answers from {generator.base_url})", flush=True)
         demo.block_thread()
     finally:

@@ -1,0 +1,37 @@
+"""Helpers of the web tests: a registry in a test's home, SQL polling, topic reads."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from prefloop import routing
+from prefloop.settings import Settings
+
+
+def make_registry(settings: Settings, candidates: int = 1):
+    """v1.0 (the tiny base) in production and `candidates` trained versions, in the test's own home; the
+    routing table points at this production with no canary."""
+    from trainer.registry import ModelRegistry
+
+    reg = ModelRegistry(settings.home)
+    reg.ensure_base("tiny")
+    for _ in range(candidates):
+        reg.register_candidate(adapter_path="/nonexistent/adapter", base_model="tiny", snapshot_id="s", metrics={})
+    return reg
+
+
+def set_routing(redis_client: Any, production: str, canary: str = "", fraction: float = 0.0) -> None:
+    redis_client.delete("prefloop:routing")
+    routing.write_table(redis_client, routing.RoutingTable(production, canary, fraction))
+
+
+def poll(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what} (last: {last!r})")
