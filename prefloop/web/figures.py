@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from typing import Any
+from datetime import datetime, timedelta, timezone
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
@@ -22,6 +23,7 @@ from prefloop.web.ratings import Rating, WinMatrix
 from prefloop.web.sources import RegistryRow, TriggerProgress
 
 HEIGHT = 380
+DAY_BAR_MS = 0.7 * 86_400_000  # bars on a date axis are as wide as this many milliseconds
 PALETTE = qualitative.Plotly
 DECISION_COLOURS = {"PROMOTE": "#2ca02c", "REJECT": "#d62728", "ADVANCE": "#1f77b4", "ROLLBACK": "#ff7f0e",
                     "COMPLETE": "#9467bd"}
@@ -47,6 +49,18 @@ def _colours(names: Sequence[str]) -> dict[str, str]:
 
 def _ms_to_dt(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+
+def _day_axis(fig: go.Figure, days: Sequence[str], **extra: Any) -> None:
+    """A date axis of whole days: half a day of margin each side and one tick per day while they fit, so a
+    single day does not zoom in to milliseconds."""
+    parsed = sorted({datetime.strptime(d, "%Y-%m-%d") for d in days})
+    if not parsed:
+        return
+    pad = timedelta(hours=12)
+    span = (parsed[-1] - parsed[0]).days
+    fig.update_xaxes(type="date", range=[parsed[0] - pad, parsed[-1] + pad], tickformat="%b %d",
+                     dtick=86_400_000 * max(1, span // 10 + 1), **extra)
 
 
 def rate_figure(rows: Sequence[DayRates], kind: str, confidence: float = 0.95) -> go.Figure:
@@ -76,10 +90,13 @@ def rate_figure(rows: Sequence[DayRates], kind: str, confidence: float = 0.95) -
         fig.add_trace(go.Scatter(
             x=days, y=[x.value for x in rates], mode="lines+markers", name=version, legendgroup=version,
             line={"color": colour}, customdata=[[x.successes, x.trials, x.lower, x.upper] for x in rates],
+            # Error bars as well as the band: a band needs two days to show, a bar shows on the first.
+            error_y={"type": "data", "symmetric": False, "color": colour, "thickness": 1,
+                     "array": [x.upper - x.value for x in rates], "arrayminus": [x.value - x.lower for x in rates]},
             hovertemplate=(f"{version} %{{x}}<br>rate %{{y:.1%}} [%{{customdata[2]:.1%}}, %{{customdata[3]:.1%}}]"
                            "<br>%{customdata[0]} of n=%{customdata[1]}<extra></extra>")))
-    fig.update_yaxes(range=[0, 1], tickformat=".0%", title="rate")
-    fig.update_xaxes(type="date", title="day (UTC)")
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%", title="rate")
+    _day_axis(fig, [r.day for r in rows], title_text="day (UTC)")
     return _layout(fig, title + f" — band: {confidence:.0%} Wilson interval")
 
 
@@ -93,11 +110,11 @@ def pairs_figure(pairs: Sequence[DayCount], drops: Sequence[DayCount]) -> go.Fig
         keys = sorted({c.key for c in items})
         for i, key in enumerate(keys):
             mine = [c for c in items if c.key == key]
-            fig.add_trace(go.Bar(x=[c.day for c in mine], y=[c.count for c in mine], name=key,
+            fig.add_trace(go.Bar(x=[c.day for c in mine], y=[c.count for c in mine], name=key, width=DAY_BAR_MS,
                                  marker_color=palette[i % len(palette)], legendgroup=f"row{row}",
                                  hovertemplate=f"{key} %{{x}}: %{{y}}<extra></extra>"), row=row, col=1)
     fig.update_layout(barmode="stack")
-    fig.update_xaxes(type="date")
+    _day_axis(fig, [c.day for c in [*pairs, *drops]])
     fig.update_yaxes(title="pairs", row=1, col=1)
     fig.update_yaxes(title="dropped", row=2, col=1)
     return _layout(fig, title, height=520)
@@ -222,7 +239,7 @@ def registry_figure(rows: Sequence[RegistryRow]) -> go.Figure:
         columnwidth=[60, 70, 60, 100, 90, 70, 110, 260],
         header={"values": list(columns), "fill_color": "#e8eef7", "align": "left", "font": {"size": 12}},
         cells={"values": list(columns.values()), "align": "left", "height": 26}))
-    return _layout(fig, title, height=min(140 + 30 * len(ordered), 600))
+    return _layout(fig, title, height=min(190 + 44 * len(ordered), 700))
 
 
 def ratings_figure(ratings: Sequence[Rating], confidence: float = 0.95) -> go.Figure:

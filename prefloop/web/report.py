@@ -73,6 +73,8 @@ class WeeklyReport:
     generated_at: str
     since: str
     until: str
+    since_ms: int  # the period's bounds, epoch ms: every count is of rows at or after since_ms
+    until_ms: int
     days: float
     pairs_collected: int
     pairs_target: int
@@ -188,7 +190,8 @@ def build_report(settings: Settings, web: WebSettings, period_s: float, now_ms: 
     days = period_s / 86400
     figs = {**dashboard_figures(data, web), **leaderboard_figures(board, web)}
     report = WeeklyReport(
-        generated_at=_iso(until_ms), since=_iso(since_ms), until=_iso(until_ms), days=round(days, 3),
+        generated_at=_iso(until_ms), since=_iso(since_ms), until=_iso(until_ms), since_ms=since_ms, until_ms=until_ms,
+        days=round(days, 3),
         pairs_collected=quality.pairs, pairs_target=math.ceil(web.daily_target * days), pairs_by_source=by_source,
         comparison=comparison, quality=quality, next_actions=[], figures=list(figs), problems=problems)
     report.next_actions = _next_actions(data, report)

@@ -35,3 +35,15 @@ def poll(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: 
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what} (last: {last!r})")
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/setup.sh installs it); Playwright downloads no browser
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_context(playwright: Any, user_data_dir: Any, **options: Any) -> Any:
+    """A headless Chromium with a fresh profile in `user_data_dir` (Playwright's persistent context)."""
+    return playwright.chromium.launch_persistent_context(
+        str(user_data_dir), executable_path=CHROMIUM, headless=True, args=BROWSER_FLAGS,
+        viewport={"width": 1280, "height": 900}, **options)
