@@ -47,3 +47,44 @@ def chromium_context(playwright: Any, user_data_dir: Any, **options: Any) -> Any
     return playwright.chromium.launch_persistent_context(
         str(user_data_dir), executable_path=CHROMIUM, headless=True, args=BROWSER_FLAGS,
         viewport={"width": 1280, "height": 900}, **options)
+
+
+class WebProcess:
+    """`prefloop web` as a subprocess, started with `env` and stopped by PID."""
+
+    def __init__(self, env: dict[str, str], log_path: Any) -> None:
+        import subprocess
+        import sys
+
+        self.log_path = log_path
+        with open(log_path, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "prefloop.cli", "web"], env=env, stdout=out,
+                                         stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout_s: float = 120) -> None:
+        from prefloop.web.server import READY_LINE
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if READY_LINE in self.log():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"prefloop web exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            time.sleep(0.3)
+        raise AssertionError(f"prefloop web not ready after {timeout_s:g}s:\n{self.log()[-3000:]}")
+
+    def stop(self) -> None:
+        import os
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=20)
