@@ -44,8 +44,9 @@ class WebSettings:
         help="Sd of the Gaussian prior on each Bradley–Terry rating (rating points): keeps a version that won all of "
              "its few battles finite; its pull fades as battles accumulate.")
     dashboard_days: int = setting(14, ge=1, le=366, help="Days of history the dashboard's time series show.")
-    refresh_s: float = setting(30.0, ge=0, help="Seconds between automatic refreshes of the leaderboard and dashboard; "
-                                                "0 refreshes only on demand.")
+    refresh_s: float = setting(30.0, ge=0, help="Seconds between refreshes of the arena's 'collected today' count; 0 turns "
+                                                "them off. The leaderboard and dashboard refresh when their tab opens "
+                                                "and on Refresh.")
     categories: list[str] = setting(
         factory=lambda: list(BRIEF_CATEGORIES),
         help="Values of the `category` tag the report's coverage expects (the brief's five by default).")
