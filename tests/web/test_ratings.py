@@ -92,6 +92,23 @@ def test_leaderboard_intervals_contain_the_rating_and_narrow_with_more_battles()
     assert (b.battles, b.wins, b.losses) == (60, 22.0, 38.0)
 
 
+def test_one_battle_gets_a_wide_interval_where_the_bootstrap_alone_cannot_vary() -> None:
+    one = [Outcome("a", "b", 1.0, 1)]
+    samples = bootstrap_ratings(one, rounds=50, seed=0)[1]
+    assert np.ptp(samples, axis=0).max() == 0  # resampling one battle always gives that battle
+    for r in leaderboard(one, rounds=50):
+        assert r.upper - r.lower > 300  # the curvature (Laplace) interval of the prior-weighted fit
+        assert r.lower < r.rating < r.upper
+
+
+def test_with_many_battles_the_interval_is_the_bootstraps() -> None:
+    many = [Outcome("a", "b", 1.0, 300), Outcome("a", "b", 0.0, 100)]
+    rows = {r.version: r for r in leaderboard(many, rounds=500, seed=3)}
+    samples = bootstrap_ratings(many, rounds=500, seed=3)[1]
+    boot_width = np.percentile(samples[:, 0], 97.5) - np.percentile(samples[:, 0], 2.5)
+    assert rows["a"].upper - rows["a"].lower == pytest.approx(boot_width, rel=0.1)
+
+
 def test_win_matrix_counts_each_pair_and_leaves_unplayed_pairs_empty() -> None:
     m = win_matrix([Outcome("a", "b", 1.0, 3), Outcome("b", "a", 1.0, 1), Outcome("a", "c", 0.5, 2)],
                    order=["a", "b", "c"])
