@@ -50,7 +50,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from prefloop.bench import ingest
 
     ingest.add_bench_command(bench_sub)
-    for module in ("streams.bench", "trainer.bench"):
+    for module in ("streams.bench", "trainer.bench", "prefloop.web.bench"):
         try:
             mod = __import__(module, fromlist=["add_bench_command"])
         except ImportError:

@@ -28,6 +28,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"should be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"should be a positive integer, got {value}")
+    return value
+
+
 def _period(text: str) -> float:
     from prefloop.errors import ConfigError
     from prefloop.web.report import parse_period

@@ -77,3 +77,15 @@ def test_with_a_login_set_the_app_asks_for_it(services: Settings, tmp_path: Path
     finally:
         web.stop()
     assert "s3cret-pw" not in web.log()
+
+
+def test_bench_ratings_prints_both_arms_and_they_agree(quiet_env: dict[str, str]) -> None:
+    done = cli(quiet_env, "bench", "ratings", "--versions", "3", "--battles", "300", "--rounds", "20", "--repeat", "1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "3 versions, 300 battles, 20 bootstrap rounds (best of 1)"
+    assert "scipy L-BFGS-B per round (baseline)" in lines[1] and "batched Newton (prefloop)" in lines[2]
+    gap = float(lines[3].rsplit(":", 1)[1].split()[0])
+    assert gap < 0.1  # the same resamples give the same ratings, whichever solver fits them
+    one_error_line(cli(quiet_env, "bench", "ratings", "--versions", "1"), "--versions should be at least 2")
+    one_error_line(cli(quiet_env, "bench", "ratings", "--rounds", "0"), "--rounds", "positive integer")
