@@ -34,7 +34,7 @@ def run(settings: Settings, web: WebSettings | None = None) -> None:
                                  web.generation_timeout_s)
     sink = SyncFeedbackClient(settings, client_id="prefloop-web")
     arena = Arena(BattleStore(redis_client, web.battle_ttl_s), generator, sink, sources.versions, sources.routing)
-    demo = build_app(WebContext(settings, web, arena))
+    demo = build_app(WebContext(settings, web, arena)).queue(default_concurrency_limit=web.concurrency)
     auth = (web.username, web.password) if web.username else None
     try:
         demo.launch(server_name=settings.web_host, server_port=settings.web_port, auth=auth, prevent_thread_lock=True,

@@ -37,6 +37,10 @@ class WebSettings:
     battle_ttl_s: float = setting(
         7 * 86400.0, gt=0,
         help="How long a battle can be voted on; its one-vote record is kept as long, so a replayed vote stays refused.")
+    concurrency: int = setting(
+        8, ge=1, le=256,
+        help="Requests of one kind (questions, votes, page refreshes) the app handles at once; more wait in Gradio's "
+             "queue. Gradio's default of 1 would make every person wait for everyone else's answers.")
     bootstrap_rounds: int = setting(200, ge=10, le=10000, help="Bootstrap resamples behind each rating interval.")
     confidence: float = setting(0.95, gt=0.5, lt=1, help="Level of every interval shown: ratings, win rates, thumbs-up rates.")
     rating_prior_sd: float = setting(
