@@ -26,8 +26,9 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -167,6 +168,18 @@ def today_utc(now_s: float | None = None) -> str:
     return datetime.fromtimestamp(time.time() if now_s is None else now_s, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
+@contextmanager
+def _redis_reachable() -> Iterator[None]:
+    """Redis failures as one line a person can act on."""
+    import redis
+
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise ArenaError(f"Redis is not reachable ({type(exc).__name__}); the arena needs it for battles and votes: "
+                         "start it with `prefloop up`") from None
+
+
 class BattleStore:
     """Battles and their one vote, in Redis (a synchronous redis-py client)."""
 
@@ -175,29 +188,34 @@ class BattleStore:
         self.ttl_ms = int(ttl_s * 1000)
 
     def save(self, battle: Battle) -> None:
-        self.redis.set(keys.ARENA_BATTLE_PREFIX + battle.battle_id, battle.to_json(), px=self.ttl_ms)
+        with _redis_reachable():
+            self.redis.set(keys.ARENA_BATTLE_PREFIX + battle.battle_id, battle.to_json(), px=self.ttl_ms)
 
     def load(self, battle_id: str) -> Battle | None:
-        raw = self.redis.get(keys.ARENA_BATTLE_PREFIX + battle_id)
+        with _redis_reachable():
+            raw = self.redis.get(keys.ARENA_BATTLE_PREFIX + battle_id)
         return Battle.from_json(raw) if raw else None
 
     def claim_vote(self, battle_id: str, vote: Vote) -> Vote | None:
         """Record `vote` as the battle's vote; None if it took, else the vote recorded before."""
         key = keys.ARENA_VOTE_PREFIX + battle_id
-        if self.redis.set(key, vote.value, nx=True, px=self.ttl_ms):
-            return None
-        earlier = self.redis.get(key)
+        with _redis_reachable():
+            if self.redis.set(key, vote.value, nx=True, px=self.ttl_ms):
+                return None
+            earlier = self.redis.get(key)
         return Vote(earlier.decode() if isinstance(earlier, bytes) else earlier) if earlier else vote
 
     def release_vote(self, battle_id: str) -> None:
-        self.redis.delete(keys.ARENA_VOTE_PREFIX + battle_id)
+        with _redis_reachable():
+            self.redis.delete(keys.ARENA_VOTE_PREFIX + battle_id)
 
     def count_vote(self, vote: Vote, day: str) -> None:
         key = keys.ARENA_VOTES_DAY_PREFIX + day
-        pipe = self.redis.pipeline()
-        pipe.hincrby(key, vote.value, 1)
-        pipe.expire(key, DAY_COUNT_TTL_S)
-        pipe.execute()
+        with _redis_reachable():
+            pipe = self.redis.pipeline()
+            pipe.hincrby(key, vote.value, 1)
+            pipe.expire(key, DAY_COUNT_TTL_S)
+            pipe.execute()
 
     def votes_by_day(self, days: Sequence[str]) -> dict[str, dict[Vote, int]]:
         pipe = self.redis.pipeline()

@@ -222,3 +222,16 @@ def test_off_loopback_the_app_needs_a_login() -> None:
     with pytest.raises(ConfigError, match="go together"):
         WebSettings(username="ops")
     assert "s3cret" not in repr(WebSettings(username="ops", password="s3cret"))
+
+
+def test_without_redis_the_arena_says_so_in_one_line() -> None:
+    import redis
+
+    from prefloop.services.process import free_port
+
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    arena = fake_arena(dead)
+    with pytest.raises(ArenaError, match="Redis is not reachable .*start it with `prefloop up`"):
+        arena.start("q", "arena:u")
+    with pytest.raises(ArenaError, match="Redis is not reachable"):
+        arena.vote("b1", Vote.A)
