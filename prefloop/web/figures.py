@@ -201,7 +201,8 @@ def rollout_figure(rows: Sequence[PromotionRow]) -> go.Figure:
 
 
 def _evaluation_text(evaluation: dict) -> tuple[str, str, str]:
-    """(decision, win rate with its lower bound and n, reason) from a registry version's evaluation record."""
+    """(decision, win rate with its lower bound and n, reason) from a registry version's evaluation record
+    (evaluator/gate: decision, reason, baseline, n, win_rate, win_rate_lower, p_value, report)."""
     if not evaluation:
         return "", "", ""
     decision = str(evaluation.get("decision", ""))
@@ -213,8 +214,8 @@ def _evaluation_text(evaluation: dict) -> tuple[str, str, str]:
         parts.append(f"{win:.1%}")
     if isinstance(lower, (int, float)) and math.isfinite(lower):
         parts.append(f"(≥ {lower:.1%})")
-    if n is not None:
-        parts.append(f"n={n}")
+    if isinstance(n, (int, float)) and math.isfinite(n):
+        parts.append(f"n={n:.0f}")  # the evaluator stores counts in a map of doubles
     return decision, " ".join(parts), str(evaluation.get("reason", ""))
 
 
