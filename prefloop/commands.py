@@ -13,8 +13,8 @@ from prefloop.settings import load_settings
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("up", help="start Kafka, Redis, the analytics store, a streams worker, the collector, the trainer, the rollout controller and the web app")
-    p.add_argument("--only", metavar="LIST", help="comma-separated subset: kafka,redis,analytics,worker,collector,trainer,rollout,web")
+    p = sub.add_parser("up", help="start Kafka, Redis, the analytics store, a streams worker, the collector, the trainer, the evaluator, the gateway, the rollout controller and the web app")
+    p.add_argument("--only", metavar="LIST", help="comma-separated subset: kafka,redis,analytics,worker,collector,trainer,evaluator,gateway,rollout,web")
     p.set_defaults(handler=cmd_up)
 
     p = sub.add_parser("down", help="stop what `up` started (data is kept)")
@@ -50,7 +50,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from prefloop.bench import ingest
 
     ingest.add_bench_command(bench_sub)
-    for module in ("streams.bench", "trainer.bench", "prefloop.web.bench"):
+    for module in ("streams.bench", "trainer.bench", "evaluator.gate.bench", "prefloop.serving.bench", "prefloop.web.bench"):
         try:
             mod = __import__(module, fromlist=["add_bench_command"])
         except ImportError:
@@ -85,10 +85,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(report), indent=2, default=str))
         return 0 if all(s.healthy for s in report.services if s.pid) else 1
     print(f"home: {settings.home}")
-    print(f"{'service':<10} {'state':<9} {'pid':>8}")
+    if report.watchdog_pid:
+        print(f"watchdog: running (pid {report.watchdog_pid}); services that die are restarted")
+    else:
+        print("watchdog: not running; services that die stay down (`prefloop up` starts it)")
+    print(f"{'service':<10} {'state':<10} {'pid':>8} {'restarts':>8}  last exit")
     for s in report.services:
-        state = "healthy" if s.healthy else ("unhealthy" if s.pid else "stopped")
-        print(f"{s.name:<10} {state:<9} {s.pid or '-':>8}")
+        state = "healthy" if s.healthy else ("unhealthy" if s.pid else (s.detail or "stopped"))
+        print(f"{s.name:<10} {state:<10} {s.pid or '-':>8} {s.restarts:>8}  {s.last_exit or '-'}")
     if report.topic_offsets:
         print("\ntopic end offsets (records written)")
         for topic, n in report.topic_offsets.items():

@@ -57,6 +57,10 @@ class Settings:
     collector_host: str = "127.0.0.1"
     collector_port: int = 18080
     collector_max_body_bytes: int = 1_048_576
+    # OpenAI-compatible serving gateway (`prefloop serve`); its own knobs are the [serve] section.
+    # Loopback by default: another address needs API keys (serve.api_key_hashes).
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 18000
     # The web app (`prefloop web`: arena, leaderboard, dashboard); its own knobs are the [web] section.
     # Loopback by default: another address needs [web] username and password.
     web_host: str = "127.0.0.1"
@@ -75,7 +79,8 @@ class Settings:
     def __post_init__(self) -> None:
         self.home = Path(self.home).expanduser().resolve()
         self.cache_dir = Path(self.cache_dir).expanduser().resolve()
-        for name in ("kafka_port", "kafka_controller_port", "redis_port", "analytics_port", "collector_port", "web_port"):
+        for name in ("kafka_port", "kafka_controller_port", "redis_port", "analytics_port", "collector_port", "serve_port",
+                     "web_port"):
             port = getattr(self, name)
             if not 1 <= port <= 65535:
                 raise ConfigError(f'"{name}" should be a TCP port between 1 and 65535, got {port}')
@@ -109,6 +114,10 @@ class Settings:
     @property
     def collector_url(self) -> str:
         return f"http://{self.collector_host}:{self.collector_port}"
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://{self.serve_host}:{self.serve_port}"
 
     @property
     def web_url(self) -> str:

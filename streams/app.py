@@ -25,6 +25,7 @@ import faust
 from prefloop.settings import Settings
 from streams.alignment import EventTimeAlignment
 from streams.batching import BatchingApp
+from streams.freeze import TICK_S
 from streams.runtime import Runtime, fatal
 from streams.settings import StreamsSettings
 from streams.sinks.clickhouse import sinks
@@ -108,6 +109,7 @@ class Pipeline:
         app.timer(ss.sweep_interval_s, on_leader=False)(self._sweep_pending)
         app.timer(max(1.0, ss.sweep_interval_s), on_leader=False)(self._sweep_groups)
         app.timer(ss.stats_interval_s, on_leader=False)(self._log_stats)
+        app.timer(TICK_S, on_leader=False)(self._tick)
         app.before_commit = self.write_state
         if ss.event_time_alignment:
             app.hold_back = EventTimeAlignment(app, responses, actions, self.group.processed)
@@ -127,6 +129,10 @@ class Pipeline:
 
     async def _sweep_groups(self) -> None:
         await self.group.sweep()
+
+    async def _tick(self) -> None:
+        self.rt.check_not_frozen()
+        self.rt.freeze.tick()
 
     async def _log_stats(self) -> None:
         counts = dict(sorted(self.rt.stats.counts.items()))

@@ -21,7 +21,10 @@ stream buffer that Faust then clears, or that a stream skips (and acks) for a st
 generation, were never processed, yet the read offset is past them, and Faust's seek back
 after recovery skips partitions that have no commit yet. Here such acks do not count, every
 buffer clear leads to a seek back before the next delivery (including partitions without a
-commit, to the beginning), and seeks never overlap a delivery.
+commit, to the beginning), and seeks never overlap a delivery. The same holds for table
+recovery: aiokafka is asked for a copy of the active partitions fixed when a fetch starts
+(`_getmany`), and changelog records dropped undelivered are sought back to where recovery
+has read them to (`_rewind_changelogs`), so a recovery never waits for records already consumed.
 
 `App.before_commit`, when set, runs right before every offset commit: the pipeline writes
 its deferred table state there (streams/runtime.py). `App.hold_back`, when set, names
@@ -180,6 +183,7 @@ class BatchingConsumer(aiokafka_driver.Consumer):
             return
         if not self.flow_active:  # as Faust does: back to the committed offsets, deliver nothing
             self._reread = True
+            await self._rewind_changelogs(records)
             return
         guard: Any = self.delivery_lock  # free, so taken at once: a seek waits until this fetch is delivered
         if self._reread or epoch != self._seek_epoch or self.delivery_lock.locked():
@@ -192,25 +196,37 @@ class BatchingConsumer(aiokafka_driver.Consumer):
                 yield item
 
     async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
-        """Faust's fetch, leaving out the partitions `App.hold_back` names (their fetched records
-        stay buffered in aiokafka)."""
-        hold_back = self.app.hold_back
-        if hold_back is not None and active_partitions:
-            held = hold_back()
-            if held:
-                active_partitions = active_partitions - held
-                if not active_partitions:  # aiokafka reads an empty set as "every partition"
-                    await asyncio.sleep(min(timeout, 0.05))
-                    return {}
+        """Faust's fetch of the partitions active when it starts, leaving out those `App.hold_back`
+        names (their fetched records stay buffered in aiokafka).
+
+        aiokafka gets a copy of the set, never Faust's own: a rebalance empties that set while the
+        fetch waits (it pauses every partition), and aiokafka reads an empty set as "every
+        partition". The waiting fetch then took the records of every assigned partition, among
+        them the changelog partitions the new recovery had just positioned, and returned them
+        while flow was stopped, so nothing delivered them: the recovery waited for good for
+        records already consumed (seen: "No event received for active tp ... since recovery
+        start" on the partitions a joining worker took over).
+        """
+        if active_partitions is not None:
+            active_partitions = set(active_partitions)
+            hold_back = self.app.hold_back
+            if hold_back is not None and active_partitions:
+                active_partitions -= hold_back()
+            if not active_partitions:
+                await asyncio.sleep(min(timeout, 0.05))
+                return {}
         return await super()._getmany(active_partitions, timeout)
 
     async def _deliver(self, records: Any, active_partitions: set[TP] | None) -> AsyncIterator[tuple[TP, Message]]:
         app = self.app
         batched = app.batch_topics
         generation_id = app.consumer_generation_id
+        pending = list(records)
         for tp, tp_records in records.items():
             if not self.flow_active or app.consumer_generation_id != generation_id:
+                await self._rewind_changelogs(pending)
                 return  # a rebalance began: like Faust, deliver nothing more of this fetch
+            pending.remove(tp)
             if not (active_partitions is None or tp in active_partitions or tp in self._buffered_partitions):
                 continue
             app.monitor.track_tp_end_offset(tp, self.highwater(tp))
@@ -229,6 +245,24 @@ class BatchingConsumer(aiokafka_driver.Consumer):
             # the batch is acked as a whole instead (`ack`), so present it as the next offset.
             self._read_offset[tp] = last.offset - 1
             yield tp, _batch_message(tp, tp_records, generation_id)
+
+    async def _rewind_changelogs(self, tps: Any) -> None:
+        """Seek the changelog partitions among `tps`, whose fetched records are dropped undelivered,
+        back to where table recovery has read them to (what each recovery seeks to first), so a
+        recovery in progress still gets those records. Stream partitions are read again by `reread`."""
+        recovery = self.app.tables.recovery
+        offsets = {}
+        for tp in tps:
+            tp = TP(tp.topic, tp.partition)
+            if tp in recovery.active_tps:
+                offsets[tp] = max(0, recovery.active_offsets[tp])
+            elif tp in recovery.standby_tps:
+                offsets[tp] = max(0, recovery.standby_offsets[tp])
+        if offsets:
+            try:
+                await self.seek_wait(offsets)
+            except Exception as exc:  # a rebalance began: its recovery seeks these partitions itself
+                self.log.warning("rewinding changelog partitions failed: %r", exc)
 
     def ack(self, message: Message) -> bool:
         """Faust's ack; for a batch message, every offset from the batch's first record on.

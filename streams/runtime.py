@@ -33,9 +33,10 @@ import orjson
 import redis.asyncio as aioredis
 from murmurhash2 import murmurhash2
 
-from prefloop import keys
+from prefloop import keys, redis_outage
 from prefloop import topics as contract
 from prefloop.settings import Settings
+from streams.freeze import FreezeWatch, FrozenError
 from streams.settings import StreamsSettings
 
 log = logging.getLogger("prefloop.streams")
@@ -72,6 +73,8 @@ class Runtime:
         self.app = app
         self.worker_id = worker_id
         self.stats = Stats()
+        # Every send checks it first: a worker frozen past the session timeout must not write (streams/freeze.py).
+        self.freeze = FreezeWatch(ss.session_timeout_s)
         # When this worker last got partitions: held actions recovered from a changelog start
         # their TTL again from here, so time spent with no worker alive never expires them.
         self.assigned_at_ms = self.now_ms()
@@ -106,10 +109,18 @@ class Runtime:
     # --- services --------------------------------------------------------------------------------
     @property
     def redis(self) -> aioredis.Redis:
+        """The worker's Redis client: a command waits out an outage of up to `redis_outage_s`
+        (prefloop/redis_outage.py) instead of failing the batch that sent it."""
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self.settings.redis_dsn, socket_timeout=30,
-                                                  health_check_interval=30)
+            self._redis = redis_outage.connect(self.settings.redis_dsn, self.ss.redis_outage_s)
         return self._redis
+
+    @property
+    def redis_epoch(self) -> int:
+        """Bumped each time Redis answers again after an outage: a restarted Redis may have lost
+        its last second of writes, which the stages then repair (docs/reliability.md)."""
+        outage = redis_outage.outage_of(self.redis)
+        return outage.epoch if outage is not None else 0
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -126,6 +137,7 @@ class Runtime:
         commits offsets, so everything sent while processing an event is acked before the
         event's offset is committed.
         """
+        self.check_not_frozen()
         name = topic if isinstance(topic, str) else topic.get_topic_name()
         self._producer_for(name)
         return await self.app.producer.send(name, key, value, partition, None, None)
@@ -155,6 +167,7 @@ class Runtime:
         (pairs, changelog values) that is most of the cost of producing them. Like `send`,
         Faust's flush before a commit waits for these batches too.
         """
+        self.check_not_frozen()
         name = topic if isinstance(topic, str) else topic.get_topic_name()
         producer = self._producer_for(name)
         sent: list[SentBatch] = []
@@ -168,6 +181,13 @@ class Runtime:
         if batch.record_count():
             sent.append(SentBatch(await producer.send_batch(batch, name, partition=partition), batch.record_count()))
         return sent
+
+    def check_not_frozen(self) -> None:
+        """Exit before writing anything if this worker stood still past the session timeout."""
+        try:
+            self.freeze.check()
+        except FrozenError as exc:
+            fatal(exc, "freeze check")
 
     async def send_dead_letter(self, key_value: tuple[bytes, bytes], reason: str) -> Awaitable[Any]:
         self.stats.add(f"dlq.{reason}")

@@ -42,6 +42,12 @@ class StreamsSettings:
     # Consumer-group session timeout (seconds): how long a killed worker's partitions stay
     # unassigned before the others take them over. Faust's 60 s default is long for local use.
     session_timeout_s: float = 10.0
+    # How long the worker rides out an unreachable Redis (seconds): every Redis command is
+    # retried with back-off meanwhile and the stage waiting for it holds its batch (the
+    # consumer stops fetching; nothing is dropped). Longer outages end the worker (exit 70),
+    # which `prefloop up`'s watchdog or the container's restart policy starts again. Keep it
+    # below Faust's broker_max_poll_interval (1000 s), past which the group drops a held worker.
+    redis_outage_s: float = 600.0
     # Log level of the worker (DEBUG, INFO, WARNING, ...), and how often it logs its counters.
     log_level: str = "INFO"
     stats_interval_s: float = 30.0
@@ -143,7 +149,7 @@ class StreamsSettings:
             "orphan_ttl_s", "sweep_interval_s", "index_ttl_s", "max_group_responses", "max_voters_per_response",
             "seen_events_per_group", "thumbs_cap", "batch_max", "batch_events", "batch_s", "sink_batch_rows", "sink_batch_s",
             "sink_retry_s", "analytics_partitions", "window_s", "drift_interval_s", "reference_s", "commit_interval_s",
-            "stream_buffer_maxsize", "producer_batch_bytes", "trigger_new_pairs", "session_timeout_s", "stats_interval_s", "trigger_check_s", "trigger_lock_ttl_s", "drift_top_values",
+            "stream_buffer_maxsize", "producer_batch_bytes", "trigger_new_pairs", "session_timeout_s", "redis_outage_s", "stats_interval_s", "trigger_check_s", "trigger_lock_ttl_s", "drift_top_values",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -21,6 +21,13 @@ lock, the worker re-reads the state, records the request as *pending* together w
 watermarks (one MULTI), publishes it, then clears *pending*. A worker that finds a pending
 request (its publisher crashed) re-publishes the same request with the same event id, so a
 crash yields at worst a duplicate delivery that consumers drop by `event_id`.
+
+The topic, not Redis, is the record of the requests made: each request carries the pairs
+total and the pairs watermarks it covered (metrics `pairs_total` and `pairs_end.<p>`). A
+Redis restart may lose its last second of writes, the state of a request just published
+among them; before firing, the lock holder therefore reads the newest trigger request on
+`training.requests` and, when the state is older, takes it back from there
+(`adopt_published`): the same crossing never fires twice (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from typing import Any, Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from prefloop import topics
+from prefloop.errors import DecodeError, ValidationError
 from prefloop.settings import Settings
 from schemas import PreferencePair, TrainingRequest, TriggerReason, decode, encode
 from prefloop.keys import PAIR_WM_PREFIX, PAIRS_TOTAL, TRIGGER_LOCK, TRIGGER_STATE
@@ -43,6 +51,9 @@ from streams.settings import StreamsSettings
 
 log = logging.getLogger("prefloop.streams.trigger")
 
+PAIRS_TOTAL_METRIC = "pairs_total"  # request metric: prefloop:pairs:total when the request fired
+PAIRS_END_METRIC = "pairs_end."  # + pairs partition: the watermark the request's snapshot ends at
+TAIL_RECORDS = 20  # records read back from the end of each training.requests partition by `adopt_published`
 
 
 def default_snapshot(pairs: list[PreferencePair], home: Path) -> str:
@@ -161,7 +172,9 @@ class Trigger:
         if reason is None:
             return None
         request_id = f"req-{now}-{state.pairs_total}"
-        if not await self.redis.set(TRIGGER_LOCK, request_id, nx=True, px=int(self.ss.trigger_lock_ttl_s * 1000)):
+        locked = await self.redis.set(TRIGGER_LOCK, request_id, nx=True, px=int(self.ss.trigger_lock_ttl_s * 1000))
+        # A SET sent again after Redis went away mid-answer finds the lock set by its first try.
+        if not locked and await self.redis.get(TRIGGER_LOCK) != request_id.encode():
             return None  # another worker is asking, or a training job is running
         try:
             return await self._fire(request_id, reason, state.drift)
@@ -174,6 +187,8 @@ class Trigger:
     async def _fire(self, request_id: str, reason: TriggerReason, drift: float | None) -> TrainingRequest | None:
         now = int(time.time() * 1000)
         state, fields = await read_state(self.redis, self.settings.pairs_partitions, now)  # under the lock
+        if await self.adopt_published(state):
+            state, fields = await read_state(self.redis, self.settings.pairs_partitions, now)
         state.drift = drift
         if fields.get("pending") or decide(self.policy, state) is None:
             await self.redis.delete(TRIGGER_LOCK)
@@ -181,7 +196,9 @@ class Trigger:
         previous = json.loads(fields.get("offsets", "{}"))
         pairs = await read_pairs(self.settings, previous, state.offsets)
         snapshot_id = await asyncio.get_running_loop().run_in_executor(None, SNAPSHOT_FN, pairs, self.settings.home)
-        metrics = {"new_pairs": float(state.new_pairs), "staleness_s": state.staleness_s}
+        metrics = {"new_pairs": float(state.new_pairs), "staleness_s": state.staleness_s,
+                   PAIRS_TOTAL_METRIC: float(state.pairs_total),
+                   **{PAIRS_END_METRIC + p: float(offset) for p, offset in state.offsets.items()}}
         if drift is not None:
             metrics["drift_psi"] = float(drift)
         request = TrainingRequest(snapshot_id=snapshot_id, reason=reason, pair_count=len(pairs), metrics=metrics,
@@ -202,6 +219,21 @@ class Trigger:
                  request_id)
         return request
 
+    async def adopt_published(self, state: State) -> bool:
+        """Take back the newest trigger request on the topic when Redis' state is older (its
+        record was among writes a restarted Redis lost); True when the state was rewritten."""
+        request = await latest_trigger_request(self.settings)
+        if request is None or request.occurred_at <= state.last_request_ms:
+            return False
+        offsets = {k[len(PAIRS_END_METRIC):]: int(v) for k, v in request.metrics.items() if k.startswith(PAIRS_END_METRIC)}
+        await self.redis.hset(TRIGGER_STATE, mapping={
+            "pairs_at_last": int(request.metrics[PAIRS_TOTAL_METRIC]), "last_request_ms": request.occurred_at,
+            "last_request_id": request.event_id, "snapshot_id": request.snapshot_id, "offsets": json.dumps(offsets),
+        })
+        log.warning("trigger state was behind training.requests (Redis lost writes?): took back request %s",
+                    request.event_id)
+        return True
+
     async def _publish(self, request: TrainingRequest) -> None:
         await (await self.send(topics.TRAINING_REQUESTS, request.event_id.encode(), encode(request)))
         await self.redis.hdel(TRIGGER_STATE, "pending")
@@ -214,6 +246,40 @@ class Trigger:
 
 def _pending(request: TrainingRequest) -> str:
     return encode(request).hex()
+
+
+async def latest_trigger_request(settings: Settings) -> TrainingRequest | None:
+    """The newest request made by the trigger (one carrying `pairs_total`) among the last
+    TAIL_RECORDS records of each training.requests partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        newest: TrainingRequest | None = None
+        tps = [TopicPartition(topics.TRAINING_REQUESTS, p) for p in range(settings.control_partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        begins = await consumer.beginning_offsets(tps)
+        for tp in tps:
+            stop = ends[tp]
+            if stop <= begins[tp]:
+                continue
+            consumer.seek(tp, max(begins[tp], stop - TAIL_RECORDS))
+            deadline = time.monotonic() + 30
+            while await consumer.position(tp) < stop:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"could not read the last records of {tp} within 30 s")
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=TAIL_RECORDS)
+                for record in batch.get(tp, []):
+                    try:
+                        request = decode(record.value, expect=TrainingRequest)
+                    except (DecodeError, ValidationError):  # not a request of ours; the trainer reports it
+                        continue
+                    if PAIRS_TOTAL_METRIC in request.metrics and (newest is None or request.occurred_at > newest.occurred_at):
+                        newest = request
+        return newest
+    finally:
+        await consumer.stop()
 
 
 async def read_pairs(settings: Settings, start: dict[str, int], end: dict[str, int]) -> list[PreferencePair]:

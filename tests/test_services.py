@@ -216,3 +216,48 @@ def test_port_held_by_another_process_is_refused_before_start(tmp_path) -> None:
         f"port {settings.redis_port} for Redis is already in use by another process; stop it or set PREFLOOP_REDIS_PORT"
     )
     assert service.proc.pid() is None
+
+
+def test_watchdog_backoff_doubles_up_to_its_cap() -> None:
+    from prefloop.services.watchdog import WatchdogSettings
+
+    ws = WatchdogSettings(restart_backoff_s=1.0, restart_backoff_max_s=10.0)
+    assert [ws.backoff_s(n) for n in range(6)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+def test_a_dead_service_is_restarted_and_down_stops_the_watchdog_first(tmp_path) -> None:
+    """`up` leaves a watchdog: a SIGKILLed service comes back, `status` shows the restart and why,
+    the service's log has the reason; after `down` nothing comes back."""
+    import os
+    import signal
+    import time
+
+    from prefloop.services.process import pid_alive
+    from prefloop.services.supervisor import service_env
+
+    settings = isolated_settings(tmp_path)
+    env = {**service_env(settings), "PREFLOOP_WATCHDOG_RESTART_BACKOFF_S": "0.5"}
+    assert run_cli("up", "--only", "redis", env=env).returncode == 0
+    try:
+        first = int((settings.home / "run" / "redis.pid").read_text())
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rows = {s["name"]: s for s in json.loads(run_cli("status", "--json", env=env).stdout)["services"]}
+            if rows["redis"]["healthy"] and rows["redis"]["pid"] != first:
+                break
+            time.sleep(0.5)
+        assert rows["redis"]["restarts"] == 1 and rows["redis"]["last_exit"] == "was killed by SIGKILL"
+        human = run_cli("status", env=env).stdout
+        assert "watchdog: running" in human
+        assert [line.split()[-5:] for line in human.splitlines() if line.startswith("redis ")] == [
+            ["1", "was", "killed", "by", "SIGKILL"]]
+        log = (settings.home / "logs" / "redis.log").read_text()
+        assert f"watchdog: redis (pid {first}) was killed by SIGKILL; restart 1 in 0.5s" in log
+        second = rows["redis"]["pid"]
+    finally:
+        stopped = run_cli("down", env=env)
+    assert stopped.stdout.splitlines()[0] == "stopped the watchdog"
+    time.sleep(1.5)  # longer than the back-off: a watchdog still running would have restarted it
+    assert not pid_alive(second)
+    assert not (settings.home / "run" / "redis.pid").exists() or not pid_alive(int((settings.home / "run" / "redis.pid").read_text()))

@@ -258,6 +258,7 @@ async def run_service(settings: Any, once: bool = False, stop: asyncio.Event | N
         await producer.send_and_wait(topics.TRAINING_RESULTS, encode(result), key=result.request_id.encode())
 
     print(f"prefloop trainer: consuming {topics.TRAINING_REQUESTS} at {settings.bootstrap_servers}", file=sys.stderr, flush=True)
+    keeper = asyncio.create_task(keep_routing(settings, registry))
     try:
         while stop is None or not stop.is_set():
             batch = await consumer.getmany(timeout_ms=1000, max_records=1)
@@ -277,5 +278,22 @@ async def run_service(settings: Any, once: bool = False, stop: asyncio.Event | N
                     if once:
                         return
     finally:
+        keeper.cancel()
         await consumer.stop()
         await producer.stop()
+
+
+ROUTING_CHECK_S = 5.0  # how often the service re-asserts the routing table's production version
+
+
+async def keep_routing(settings: Any, registry: ModelRegistry) -> None:
+    """The registry is the source of truth for the production version; the routing table in Redis is
+    its copy, which a restarted Redis may have lost the last write to. Re-assert it, between jobs and
+    during them (a job runs in a subprocess)."""
+    from trainer.mirror import reconcile_routing
+
+    while True:
+        written = await asyncio.to_thread(reconcile_routing, settings, registry)
+        if written:
+            print(f"prefloop trainer: routing table production was not {written}; set it again", file=sys.stderr, flush=True)
+        await asyncio.sleep(ROUTING_CHECK_S)

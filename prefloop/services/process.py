@@ -13,6 +13,11 @@ from typing import Callable
 
 from prefloop.errors import ServiceError
 
+# The processes this process started, by PID. Holding the Popen keeps `subprocess` from reaping a
+# dead child behind our back (it polls forgotten Popens on every new start), so `exit_status`
+# can still read why it ended.
+_children: dict[int, subprocess.Popen] = {}
+
 
 @dataclass(frozen=True)
 class ManagedProcess:
@@ -46,8 +51,15 @@ class ManagedProcess:
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=env, cwd=cwd, start_new_session=True,
             )
+        _children[proc.pid] = proc
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
+
+    def note(self, line: str) -> None:
+        """Append a line to the service's log (the watchdog's restart reasons go there)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "a") as log:
+            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
 
     def stop(self, timeout_s: float = 20.0) -> bool:
         """SIGTERM, then SIGKILL after `timeout_s`. Returns whether a process was running."""
@@ -64,6 +76,28 @@ class ManagedProcess:
         except FileNotFoundError:
             return "(no log)"
         return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def exit_status(pid: int) -> int | None:
+    """The exit status of a child this process started (negative: killed by that signal), reaping
+    it; None while it runs or when it is not our child."""
+    proc = _children.get(pid)
+    if proc is None or proc.poll() is None:
+        return None
+    del _children[pid]
+    return proc.returncode
+
+
+def describe_exit(status: int | None) -> str:
+    """'exited with code 70', 'was killed by SIGKILL', or why the status is unknown."""
+    if status is None:
+        return "exited (status unknown: not started by this watchdog)"
+    if status < 0:
+        try:
+            return f"was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"was killed by signal {-status}"
+    return f"exited with code {status}"
 
 
 def pid_alive(pid: int) -> bool:

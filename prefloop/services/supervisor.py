@@ -1,4 +1,8 @@
-"""`prefloop up | down | status`: start, stop and inspect the local services in dependency order."""
+"""`prefloop up | down | status`: start, stop and inspect the local services in dependency order.
+
+The services are declared here (a class each, `ALL_SERVICES`, `build_services`); the watchdog
+(prefloop/services/watchdog.py) starts them for `up` and restarts any that dies.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,16 @@ import dataclasses
 import os
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from prefloop.errors import ServiceError
-from prefloop.services.kafka import KafkaService
+from prefloop.services.kafka import KafkaService, ensure_jars
 from prefloop.services.process import ManagedProcess, ensure_port_free, pid_alive, port_open, wait_until
-from prefloop.services.redis_server import RedisService
+from prefloop.services.redis_server import RedisService, ensure_redis_server
 from prefloop.settings import Settings
 
-ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer", "rollout", "web")
+ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer", "evaluator", "gateway", "rollout", "web")
 
 
 class Service(Protocol):
@@ -94,7 +97,20 @@ class WorkerService(PythonService):
         return pid is not None and (self.settings.home / "run" / f"worker-{pid}.ready").exists()
 
 
-class TrainerService(PythonService):
+class LogReadyService(PythonService):
+    """A service that is ready once this run (the log text after the last start header) printed READY_LINE."""
+
+    READY_LINE = ""
+
+    def healthy(self) -> bool:
+        try:
+            text = self.proc.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+        return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
+
+
+class TrainerService(LogReadyService):
     """The training service: consumes training.requests and runs one DPO job at a time."""
 
     READY_LINE = "prefloop trainer: consuming"
@@ -102,16 +118,17 @@ class TrainerService(PythonService):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, "trainer", "prefloop.cli", ["trainer"])
 
-    def healthy(self) -> bool:
-        # Ready once this run (the text after the last start header) says it is consuming.
-        try:
-            text = self.proc.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return False
-        return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
+
+class EvaluatorService(LogReadyService):
+    """The offline gate: consumes training.results, publishes PROMOTE/REJECT on models.promotions (evaluator/gate/)."""
+
+    READY_LINE = "prefloop evaluator: consuming"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, "evaluator", "prefloop.cli", ["evaluator"])
 
 
-class RolloutService(PythonService):
+class RolloutService(LogReadyService):
     """The canary rollout controller: acts on PROMOTE events and live metrics (evaluator/rollout/)."""
 
     READY_LINE = "prefloop rollout: watching"
@@ -119,12 +136,27 @@ class RolloutService(PythonService):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, "rollout", "prefloop.cli", ["rollout", "run"])
 
+
+class GatewayService(PythonService):
+    """`prefloop serve`: healthy once it answers /health (while its model still loads, too: requests
+    get 503 until it is ready, and /health says which)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, "gateway", "prefloop.cli", ["serve"])
+        self.port = (settings.serve_port, "serve_port")
+
     def healthy(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        host = self.settings.serve_host
+        if host in ("0.0.0.0", "::", ""):  # bound to every address: ask on loopback
+            host = "127.0.0.1"
         try:
-            text = self.proc.log_file.read_text(errors="replace")
-        except FileNotFoundError:
+            with urllib.request.urlopen(f"http://{host}:{self.settings.serve_port}/health", timeout=2) as answer:
+                return answer.status == 200
+        except (OSError, urllib.error.URLError):
             return False
-        return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
 
 
 class WebService(PythonService):
@@ -155,6 +187,8 @@ def build_services(settings: Settings) -> dict[str, Service]:
     services["worker"] = WorkerService(settings)
     services["collector"] = CollectorService(settings)
     services["trainer"] = TrainerService(settings)
+    services["evaluator"] = EvaluatorService(settings)
+    services["gateway"] = GatewayService(settings)
     services["rollout"] = RolloutService(settings)
     services["web"] = WebService(settings)
     return services
@@ -170,26 +204,34 @@ def _select(settings: Settings, only: list[str] | None) -> list[Service]:
 
 
 def up(settings: Settings, only: list[str] | None = None, out=sys.stdout) -> list[str]:
-    """Start what is not running yet, in dependency order. Returns the names started now."""
+    """Have the watchdog start what is not running yet, in dependency order, and keep it running
+    (prefloop/services/watchdog.py). Returns the names started now."""
+    from prefloop.services import watchdog
+
     selected = _select(settings, only)
+    names = [s.name for s in selected]
+    state = watchdog.read_state(settings) if watchdog.running_pid(settings) else watchdog.WatchState()
+    watched = all(state.services.get(n, watchdog.ServiceRecord()).state == watchdog.RUNNING for n in names)
     started = []
-    for service in selected:
-        if service.proc.pid() is not None and service.healthy():
-            continue
-        if service.proc.pid() is not None:
-            service.stop()
-        t0 = time.monotonic()
-        print(f"starting {service.name}…", file=out, flush=True)
-        service.start()
-        print(f"  {service.name} up in {time.monotonic() - t0:.1f}s (pid {service.proc.pid()})", file=out, flush=True)
-        started.append(service.name)
+    if not (watched and all(s.proc.pid() is not None and s.healthy() for s in selected)):
+        # One-time downloads and installs run here, where the user sees them, not in the watchdog's log.
+        if "kafka" in names:
+            ensure_jars(settings)
+        if "redis" in names:
+            ensure_redis_server()
+        generation = watchdog.request(settings, names, service_env(settings))
+        started = watchdog.follow(settings, names, generation, out)
     if not started:
-        print(f"prefloop is already up ({', '.join(s.name for s in selected)}); `prefloop status` shows details", file=out)
+        print(f"prefloop is already up ({', '.join(names)}); `prefloop status` shows details", file=out)
     return started
 
 
 def down(settings: Settings, purge: bool = False, out=sys.stdout) -> list[str]:
-    """Stop every service `up` started (by PID), newest dependency last. Keeps data unless `purge`."""
+    """Stop the watchdog, then every service `up` started (by PID), newest dependency last. Keeps data unless `purge`."""
+    from prefloop.services import watchdog
+
+    if watchdog.stop(settings):  # first: it would restart what is stopped next
+        print("stopped the watchdog", file=out)
     stopped = []
     for service in reversed(list(build_services(settings).values())):
         if service.stop():
@@ -214,11 +256,14 @@ class ServiceStatus:
     pid: int | None
     healthy: bool
     detail: str = ""
+    restarts: int = 0  # by the watchdog since `prefloop up`
+    last_exit: str = ""  # how its last process ended, when the watchdog restarted it
 
 
 @dataclass
 class StatusReport:
     services: list[ServiceStatus]
+    watchdog_pid: int | None = None  # None: services that die are not restarted
     topic_offsets: dict[str, int] = field(default_factory=dict)
     table_rows: dict[str, int] = field(default_factory=dict)
     trigger: dict[str, Any] = field(default_factory=dict)
@@ -228,13 +273,19 @@ class StatusReport:
 def status(settings: Settings) -> StatusReport:
     import asyncio
 
+    from prefloop.services import watchdog
+
     services = build_services(settings)
+    watchdog_pid = watchdog.running_pid(settings)
+    watched = watchdog.read_state(settings).services if watchdog_pid else {}
     rows = []
     for name, service in services.items():
         pid = service.proc.pid()
         healthy = pid is not None and service.healthy()
-        rows.append(ServiceStatus(name, pid, healthy, "" if pid else "stopped"))
-    report = StatusReport(rows)
+        record = watched.get(name, watchdog.ServiceRecord())
+        detail = {watchdog.BACKOFF: "restarting", watchdog.STARTING: "starting"}.get(record.state, "" if pid else "stopped")
+        rows.append(ServiceStatus(name, pid, healthy, detail, record.restarts, record.last_exit))
+    report = StatusReport(rows, watchdog_pid)
     by_name = {s.name: s for s in rows}
     if by_name["kafka"].healthy or settings.kafka_bootstrap:
         from prefloop.services.kafka import end_offsets

@@ -22,7 +22,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any, Sequence
 
 from prefloop import topics as contract
@@ -42,6 +42,9 @@ from streams.stages.resolve import ACTION_WIDTH, INDEXED_FIELDS, action_from_ite
 log = logging.getLogger("prefloop.streams.group")
 
 WRAPPERS_MAX = 100_000  # PromptGroup wrappers cached across batches
+# Index writes kept to be written again after a Redis restart: with appendfsync everysec a killed
+# redis-server loses at most ~2 s of acknowledged writes; 10 s leaves a margin.
+REWRITE_WINDOW_S = 10.0
 CANDIDATE_FIELDS = 3  # pair_id, Avro PreferencePair, its preference_pairs row as JSON
 # SET every index key with its value and the TTL (last ARGV) in one round trip.
 INDEX_SCRIPT = """
@@ -79,6 +82,10 @@ class GroupStage(BatchStage):
         # PromptGroup wrappers kept across batches (building one indexes its state's lists);
         # valid while the table still holds the very state dict they wrap.
         self._wrappers: dict[str, PromptGroup] = {}
+        # (monotonic time, keys, values) of the index writes of the last REWRITE_WINDOW_S of
+        # activity, and the Redis epoch they were last re-written at (`repair_index`).
+        self._recent_index: deque[tuple[float, list[str], list[str]]] = deque()
+        self._repaired_epoch = 0
 
     def on_revoked(self) -> None:
         self.processed.clear()
@@ -96,6 +103,7 @@ class GroupStage(BatchStage):
     # --- batch ---------------------------------------------------------------------------------------
     async def process(self, events: Sequence[Any]) -> None:
         rt = self.rt
+        await self.repair_index()
         batch = Batch()
         now = rt.now_ms()
         msgs = records(events)
@@ -215,9 +223,6 @@ class GroupStage(BatchStage):
         rt = self.rt
         futures = batch.futures
         if batch.index:
-            if self._index_script is None:
-                self._index_script = rt.redis.register_script(INDEX_SCRIPT)
-            ttl = int(rt.ss.index_ttl_s)
             announce: dict[int, list[list[Any]]] = defaultdict(list)
             keys, values = [], []
             for rid, where in batch.index.items():
@@ -225,8 +230,7 @@ class GroupStage(BatchStage):
                 values.append(where)
                 prompt_id, _, gp = where.partition("\t")
                 announce[partition_for(rid, rt.settings.actions_partitions)].append([rid, prompt_id, int(gp)])
-            for start in range(0, len(keys), 5000):
-                await self._index_script(keys=keys[start:start + 5000], args=[*values[start:start + 5000], ttl])
+            await self._write_index(keys, values)
             # After the index write: an action that missed the index is held, and then released by this.
             for partition, items in announce.items():
                 for chunk in wire.chunks(items, wire.MAX_BUNDLE_BYTES, lambda it: len(it[0]) + len(it[1]) + 16):
@@ -242,12 +246,44 @@ class GroupStage(BatchStage):
         for prompt_id, (group, partition) in batch.groups.items():
             rt.stage_put(rt.groups, partition, prompt_id, group.state)
 
+    async def _write_index(self, keys: list[str], values: list[str]) -> None:
+        """SET each index key to its value with the index TTL, and remember the write for `repair_index`."""
+        await self._set_index(keys, values)
+        now = time.monotonic()
+        recent = self._recent_index
+        recent.append((now, keys, values))
+        while recent[0][0] < now - REWRITE_WINDOW_S:  # the window trails the newest write, not the clock
+            recent.popleft()
+
+    async def _set_index(self, keys: list[str], values: list[str]) -> None:
+        rt = self.rt
+        if self._index_script is None:
+            self._index_script = rt.redis.register_script(INDEX_SCRIPT)
+        ttl = int(rt.ss.index_ttl_s)
+        for start in range(0, len(keys), 5000):
+            await self._index_script(keys=keys[start:start + 5000], args=[*values[start:start + 5000], ttl])
+
+    async def repair_index(self) -> None:
+        """After Redis came back from an outage, write the index entries of the last REWRITE_WINDOW_S
+        of activity again: a restarted Redis may have lost them, and an action whose response is
+        missing from the index would wait (held) until it expired as an orphan. SET is idempotent."""
+        epoch = self.rt.redis_epoch
+        if epoch == self._repaired_epoch:
+            return
+        self._repaired_epoch = epoch
+        recent = list(self._recent_index)
+        for _, keys, values in recent:
+            await self._set_index(keys, values)
+        if recent:
+            log.warning("Redis came back: wrote the last %d index entries again", sum(len(k) for _, k, _ in recent))
+
     # --- the sweep ------------------------------------------------------------------------------------
     async def sweep(self) -> None:
         """Dead-letter held actions whose references did not reach the group within the TTL."""
         rt = self.rt
         async with self.lock:
             try:
+                await self.repair_index()
                 owned = rt.owned(contract.RESPONSES)
                 now = rt.now_ms()
                 if not await rt.expiry_allowed():

@@ -64,6 +64,7 @@ class PublishStage(BatchStage):
         self.rt = rt
         self.lock = asyncio.Lock()
         self.recovered: set[int] = set()
+        self._recovered_epoch = 0  # the Redis epoch `recovered` is valid for (`_known`)
         self._record = None
         self._reader: AIOKafkaConsumer | None = None
         self.inflight: dict[int, set[str]] = defaultdict(set)  # pairs partition -> ids sent, not yet recorded
@@ -95,15 +96,8 @@ class PublishStage(BatchStage):
                     by_partition[event.message.partition].setdefault(pair_id, (data, row))
             except wire.BundleError as exc:
                 log.error("skipping corrupt candidate bundle at offset %d: %s", event.message.offset, exc)
-        for partition in by_partition:
-            if partition not in self.recovered:
-                await self.settle()  # recovery reads the partition as recorded so far
-                await self.recover(partition)
         candidates = {p: [pid for pid in pairs if pid not in self.inflight[p]] for p, pairs in by_partition.items()}
-        async with rt.redis.pipeline(transaction=False) as pipe:
-            for partition, ids in candidates.items():
-                pipe.smismember(PAIR_IDS_PREFIX + str(partition), ids or [""])
-            present = await pipe.execute()
+        present = await self._known(candidates)
         sent: dict[int, tuple[list[str], list[SentBatch]]] = {}
         published: list[bytes] = []
         for (partition, ids), seen in zip(candidates.items(), present):
@@ -124,6 +118,31 @@ class PublishStage(BatchStage):
             await asyncio.shield(self.completions[0])
         previous = self.completions[-1] if self.completions else None
         self.completions.append(asyncio.ensure_future(self._complete(sent, row_futures, previous)))
+
+    async def _known(self, candidates: dict[int, list[str]]) -> list[list[int]]:
+        """Steps 1 and 2: recover the partitions not recovered yet, then which candidates are recorded.
+
+        A Redis that came back from an outage may have lost its last writes (ids and the
+        watermark roll back together: one script writes both), so every partition is then
+        recovered again from its watermark. The answers stand only if Redis did not come back
+        while they were read; otherwise recover and ask again.
+        """
+        rt = self.rt
+        while True:
+            epoch = rt.redis_epoch
+            if epoch != self._recovered_epoch:
+                self._recovered_epoch = epoch
+                self.recovered.clear()
+            for partition in candidates:
+                if partition not in self.recovered:
+                    await self.settle()  # recovery reads the partition as recorded so far
+                    await self.recover(partition)
+            async with rt.redis.pipeline(transaction=False) as pipe:
+                for partition, ids in candidates.items():
+                    pipe.smismember(PAIR_IDS_PREFIX + str(partition), ids or [""])
+                present = await pipe.execute()
+            if rt.redis_epoch == epoch:
+                return present
 
     async def _complete(self, sent: dict[int, tuple[list[str], list[SentBatch]]], row_futures: list,
                         previous: asyncio.Future | None) -> None:

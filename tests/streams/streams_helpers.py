@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -19,7 +20,8 @@ from prefloop.settings import Settings
 from schemas import Action, ActionKind, AvroRecord, PreferencePair, Response, decode, encode
 
 REPO = Path(__file__).resolve().parents[2]
-PYTHON = REPO / ".venv" / "bin" / "python"
+# The repository's virtualenv, or (in a git worktree without one) the interpreter running the tests.
+PYTHON = REPO / ".venv" / "bin" / "python" if (REPO / ".venv" / "bin" / "python").exists() else Path(sys.executable)
 
 
 def key_of(record: AvroRecord) -> bytes:
@@ -111,6 +113,35 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float =
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what} (last: {last!r})")
+
+
+def scalar(store, sql: str):
+    return store.query(sql).scalar()
+
+
+def wait_rows(store, sql: str, expected, timeout_s: float = 60.0):
+    return wait_for(lambda: scalar(store, sql) == expected, timeout_s, what=sql) and expected
+
+
+def assert_each_pair_once(store, tag: str, w, expected: dict, pairs: list[PreferencePair]) -> None:
+    """The expected pairs, each once, on the topic and in `preference_pairs FINAL`, and every event in
+    `feedback_events FINAL`: what a crash or a rebalance must leave behind."""
+    ids = Counter(p.pair_id for p in pairs)
+    assert [pid for pid, n in ids.items() if n > 1] == [], "a pair was published twice"
+    assert {p.pair_id: (p.source.value, p.chosen, p.rejected) for p in pairs} == expected
+    in_store = f"SELECT pair_id FROM preference_pairs FINAL WHERE prompt LIKE '[{tag}]%'"
+    try:
+        wait_for(lambda: len(store.query(in_store).rows) == len(expected), 60, what="preference_pairs")
+    except AssertionError:
+        have = {r[0] for r in store.query(in_store).rows}
+        raw = store.query(f"SELECT count() FROM preference_pairs WHERE prompt LIKE '[{tag}]%'").scalar()
+        missing = sorted(set(expected) - have)
+        raise AssertionError(f"{len(missing)} pair(s) missing in ClickHouse (raw rows {raw}, FINAL {len(have)}, "
+                             f"extra {len(have - set(expected))}): {missing[:5]}") from None
+    assert sorted(r[0] for r in store.query(in_store).rows) == sorted(expected)
+    wait_rows(store, f"SELECT count() FROM feedback_events FINAL WHERE response_id LIKE '{tag}-%'",
+              len(w.responses) + len(w.actions))
+
 
 
 @dataclass

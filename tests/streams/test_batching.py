@@ -40,3 +40,74 @@ def test_batch_topic_names_what_is_wrong():
         app.batch_topic("a", "b", batched=["c"])
     app.batch_topic("a", "b", batched=["a"])
     assert app.batch_topics == frozenset({"a"})
+
+
+# --- the fetch in flight across a rebalance (the recovery stall) ------------------------------------------
+def _two_partition_topic(settings, name: str) -> None:
+    import asyncio
+
+    from prefloop.services.kafka import create_topics
+    from prefloop.settings import TopicSpec
+
+    asyncio.run(create_topics(settings.bootstrap_servers, [TopicSpec(name, 2)]))
+
+
+@pytest.mark.services
+def test_aiokafka_reads_an_emptied_partition_set_as_every_partition(services):
+    """Why `BatchingConsumer._getmany` hands aiokafka a copy: a fetch that waits on Faust's own set,
+    emptied meanwhile (a rebalance pauses every partition), returns and consumes the records of
+    partitions nobody asked for, such as the changelog partitions a recovery just positioned."""
+    import asyncio
+    import uuid
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    topic = f"batching-empty-set-{uuid.uuid4().hex[:8]}"
+    _two_partition_topic(services, topic)
+    asked, other = TopicPartition(topic, 0), TopicPartition(topic, 1)
+
+    async def scenario(live: set) -> dict:
+        consumer = AIOKafkaConsumer(bootstrap_servers=services.bootstrap_servers, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        producer = AIOKafkaProducer(bootstrap_servers=services.bootstrap_servers)
+        await consumer.start()
+        await producer.start()
+        try:
+            consumer.assign([asked, other])
+            await consumer.seek_to_end(asked, other)
+            fetch = asyncio.ensure_future(consumer._fetcher.fetched_records(live, timeout=10))
+            await asyncio.sleep(0.5)  # the fetch waits: nothing new on the partition it asked for
+            live.clear()
+            await producer.send_and_wait(topic, b"changelog record", partition=1)
+            return await fetch
+        finally:
+            await producer.stop()
+            await consumer.stop()
+
+    got = asyncio.run(scenario({asked}))
+    assert [r.value for r in got.get(other, [])] == [b"changelog record"]
+
+
+def test_fetch_hands_aiokafka_a_copy_of_the_active_partitions(monkeypatch):
+    """The fix: what aiokafka is asked for is fixed when the fetch starts, and an empty set is never sent."""
+    import asyncio
+
+    from faust.types import TP
+
+    from streams.batching import BatchingConsumer
+
+    seen: list = []
+
+    async def fake_super_getmany(self, active_partitions, timeout):
+        seen.append(active_partitions)
+        return {}
+
+    monkeypatch.setattr("faust.transport.drivers.aiokafka.Consumer._getmany", fake_super_getmany)
+    consumer = BatchingConsumer.__new__(BatchingConsumer)
+    consumer.app = SimpleNamespace(hold_back=lambda: {TP("feedback.actions", 1)})
+    live = {TP("feedback.actions", 1), TP("feedback.responses", 1)}
+    asyncio.run(consumer._getmany(live, 0.01))
+    assert seen == [{TP("feedback.responses", 1)}] and seen[0] is not live
+    live.clear()
+    asyncio.run(consumer._getmany(live, 0.01))
+    assert len(seen) == 1  # nothing fetched for an empty set

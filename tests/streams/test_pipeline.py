@@ -10,7 +10,8 @@ import pytest
 
 from prefloop import topics
 from schemas import Action, ActionKind, DeadLetter, PairSource, PreferencePair, Response, encode, pair_hash
-from streams_helpers import diagnose_missing, produce, read_dlq, read_pairs, read_topic, wait_for
+from streams_helpers import (assert_each_pair_once, diagnose_missing, produce, read_dlq, read_pairs, read_topic,
+                             scalar, wait_for, wait_rows)
 from workload import mixed
 
 pytestmark = pytest.mark.services
@@ -25,14 +26,6 @@ def wait_pairs(settings, tag: str, count: int, timeout_s: float = 60.0, settle_s
     wait_for(lambda: len(tagged_pairs(settings, tag)) >= count, timeout_s, what=f"{count} pairs for {tag}")
     time.sleep(settle_s)
     return tagged_pairs(settings, tag)
-
-
-def scalar(store, sql: str):
-    return store.query(sql).scalar()
-
-
-def wait_rows(store, sql: str, expected, timeout_s: float = 60.0):
-    return wait_for(lambda: scalar(store, sql) == expected, timeout_s, what=sql) and expected
 
 
 def resp(tag: str, name: str, text: str, version: str = "v1", prompt: str | None = None, **kw) -> Response:
@@ -227,7 +220,8 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(services, pipeline, sto
     def feed() -> None:
         for i, chunk in enumerate(chunks):
             produce(services, chunk)
-            if i == 4:
+            if i == 4:  # mid-stream: once pairs are coming out (a rebalance may still be settling)
+                wait_for(lambda: tagged_pairs(services, tag), 60, what="pairs before the kill")
                 victim.kill()  # SIGKILL: no commit, no flush, state only in the changelogs
                 killed.set()
             time.sleep(0.3)
@@ -256,26 +250,6 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(services, pipeline, sto
     assert_each_pair_once(store, tag, w, expected, pairs)
 
 
-def assert_each_pair_once(store, tag: str, w, expected: dict, pairs: list[PreferencePair]) -> None:
-    """The expected pairs, each once, on the topic and in `preference_pairs FINAL`, and every event in
-    `feedback_events FINAL`: what a crash or a rebalance must leave behind."""
-    ids = Counter(p.pair_id for p in pairs)
-    assert [pid for pid, n in ids.items() if n > 1] == [], "a pair was published twice"
-    assert {p.pair_id: (p.source.value, p.chosen, p.rejected) for p in pairs} == expected
-    in_store = f"SELECT pair_id FROM preference_pairs FINAL WHERE prompt LIKE '[{tag}]%'"
-    try:
-        wait_for(lambda: len(store.query(in_store).rows) == len(expected), 60, what="preference_pairs")
-    except AssertionError:
-        have = {r[0] for r in store.query(in_store).rows}
-        raw = store.query(f"SELECT count() FROM preference_pairs WHERE prompt LIKE '[{tag}]%'").scalar()
-        missing = sorted(set(expected) - have)
-        raise AssertionError(f"{len(missing)} pair(s) missing in ClickHouse (raw rows {raw}, FINAL {len(have)}, "
-                             f"extra {len(have - set(expected))}): {missing[:5]}") from None
-    assert sorted(r[0] for r in store.query(in_store).rows) == sorted(expected)
-    wait_rows(store, f"SELECT count() FROM feedback_events FINAL WHERE response_id LIKE '{tag}-%'",
-              len(w.responses) + len(w.actions))
-
-
 def test_workers_joining_and_leaving_mid_stream_lose_and_duplicate_nothing(services, pipeline, store, tag):
     """Partitions move between live workers while events flow: a worker joins, later the first one
     leaves (SIGTERM). Held actions and prompt groups move through the changelogs both times."""
@@ -286,10 +260,12 @@ def test_workers_joining_and_leaving_mid_stream_lose_and_duplicate_nothing(servi
     first = live[-1] if live else pipeline.start()
     first.wait_ready(120)
     chunks = [records[i::12] for i in range(12)]
-    joiner = pipeline.start()
     published: dict[str, int] = {}
     for i, chunk in enumerate(chunks):
         produce(services, chunk)
+        if i == 2:  # the first worker alone has published some of them when the second one joins
+            wait_for(lambda: tagged_pairs(services, tag), 60, what="pairs from the first worker")
+            joiner = pipeline.start()
         if i == 3:
             joiner.wait_ready(120)  # the group rebalances onto two members while chunks 4.. flow
             published["joined"] = len(tagged_pairs(services, tag))

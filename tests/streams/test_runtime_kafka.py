@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from aiokafka import AIOKafkaProducer
 
 from prefloop.sdk.testing import create_topic, delete_topic, read_range
+from streams.freeze import FreezeWatch
 from streams.runtime import Runtime
 
 
@@ -29,6 +30,7 @@ def runtime(producer: AIOKafkaProducer) -> Runtime:
     rt = Runtime.__new__(Runtime)
     rt.app = SimpleNamespace(producer=_FaustProducer(producer))
     rt._tracked = set()
+    rt.freeze = FreezeWatch(10.0)  # not armed: no ticker runs here
     return rt
 
 

@@ -10,6 +10,7 @@ import signal
 from trainer_synthetic import polite_pairs
 
 from schemas import TrainingRequest, TrainingStatus, TriggerReason
+from prefloop.services.process import free_port
 from trainer.registry import ModelRegistry, VersionStatus
 from prefloop.keys import TRIGGER_LOCK as TRIGGER_LOCK_KEY
 from trainer.service import handle_request, release_trigger_lock
@@ -158,3 +159,27 @@ def test_services_mirror_warns_once_and_registry_still_works(settings):
     assert len(lines) == 1
     assert "model_versions" in lines[0] and "prefloop:routing" in lines[0]
     assert registry.production().version == "v1.1"
+
+
+def test_services_mirror_catches_up_after_an_outage(services, store, tmp_path):
+    """Changes made while the analytics store was unreachable reach `model_versions` with the first
+    write after it answers again (here: the store's address becomes a live one)."""
+    from dataclasses import replace
+
+    from trainer.mirror import ServicesMirror
+
+    home = tmp_path / "home"
+    stream = io.StringIO()
+    mirror = ServicesMirror(replace(services, home=home, analytics_port=free_port(), redis_url="redis://127.0.0.1:1/0"),
+                            warn_stream=stream, redis_timeout_s=0.3, backoff_s=(0.0, 0.0))
+    registry = ModelRegistry(home, mirror)
+    mirror.versions_source = registry.versions
+    registry.register_candidate(adapter_path="/a", base_model="tiny", snapshot_id=f"outage-{home.name}", metrics={})
+    registry.set_status("v1.1", "approved")
+    assert len(stream.getvalue().strip().splitlines()) == 1  # one warning for the whole outage
+
+    mirror.settings = replace(mirror.settings, analytics_port=services.analytics_port)  # the store answers again
+    registry.register_candidate(adapter_path="/b", base_model="tiny", snapshot_id=f"after-{home.name}", metrics={})
+    rows = store.query(f"SELECT version, status, snapshot_id FROM model_versions FINAL WHERE snapshot_id LIKE '%{home.name}' "
+                       "ORDER BY version").rows
+    assert [tuple(r[:2]) for r in rows] == [("v1.1", "approved"), ("v1.2", "candidate")]
