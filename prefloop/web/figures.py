@@ -113,6 +113,10 @@ def pairs_figure(pairs: Sequence[DayCount], drops: Sequence[DayCount]) -> go.Fig
             fig.add_trace(go.Bar(x=[c.day for c in mine], y=[c.count for c in mine], name=key, width=DAY_BAR_MS,
                                  marker_color=palette[i % len(palette)], legendgroup=f"row{row}",
                                  hovertemplate=f"{key} %{{x}}: %{{y}}<extra></extra>"), row=row, col=1)
+    for row, items, message in ((1, pairs, "no pairs published"), (2, drops, "nothing dropped")):
+        if not items:
+            fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="x domain", yref="y domain",
+                               row=row, col=1)
     fig.update_layout(barmode="stack")
     _day_axis(fig, [c.day for c in [*pairs, *drops]])
     fig.update_yaxes(title="pairs", row=1, col=1)
@@ -244,7 +248,7 @@ def registry_figure(rows: Sequence[RegistryRow]) -> go.Figure:
 
 
 def ratings_figure(ratings: Sequence[Rating], confidence: float = 0.95) -> go.Figure:
-    title = f"Bradley–Terry ratings with {confidence:.0%} bootstrap intervals"
+    title = f"Bradley–Terry ratings with {confidence:.0%} intervals (bootstrap, at least the normal approximation)"
     if not ratings:
         return empty(title, "no CHOICE battles between two versions yet")
     fig = go.Figure(go.Scatter(

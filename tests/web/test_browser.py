@@ -24,7 +24,7 @@ from prefloop.services.process import free_port
 from prefloop.services.supervisor import service_env
 from prefloop.settings import Settings
 from schemas import decode
-from schemas.records import ActionKind
+from schemas.records import ActionKind, prompt_hash
 from streams_helpers import read_topic
 from web_helpers import WebProcess, chromium_context, poll
 
@@ -157,7 +157,7 @@ def test_arena_vote_leaderboard_and_dashboard_in_chromium(stack, store, tmp_path
 
         rows = poll(lambda: store.query(
             "SELECT response_id, model_version, tags['battle_id'], tags['arena_side'] FROM feedback_events FINAL "
-            f"WHERE event_type = 'response' AND prompt = '{question}' ORDER BY tags['arena_side']").rows,
+            f"WHERE event_type = 'response' AND prompt_id = '{prompt_hash(question)}' ORDER BY tags['arena_side']").rows,
             60, "the two arena Responses the gateway recorded")
         assert len(rows) == 2 and [r[3] for r in rows] == ["A", "B"] and rows[0][2] == rows[1][2]
         (a_id, a_version, battle_id, _), (b_id, b_version, _, _) = rows
@@ -168,9 +168,6 @@ def test_arena_vote_leaderboard_and_dashboard_in_chromium(stack, store, tmp_path
             f"SELECT source, chosen_model_version, rejected_response_id FROM preference_pairs FINAL "
             f"WHERE chosen_response_id = '{a_id}'").rows, 60, "the vote's pair")
         assert pair == [["CHOICE", a_version, b_id]]
-        actions = [decode(r.value) for r in read_topic(settings, topics.ACTIONS)]
-        mine = [a for a in actions if a.response_id in (a_id, b_id)]
-        assert [(a.kind, a.response_id, a.rejected_response_id) for a in mine] == [(ActionKind.CHOICE, a_id, b_id)]
 
         page.get_by_role("tab", name="Leaderboard").click()
         expect(page.locator("#plot-ratings .js-plotly-plot")).to_have_count(1, timeout=60_000)
@@ -189,3 +186,7 @@ def test_arena_vote_leaderboard_and_dashboard_in_chromium(stack, store, tmp_path
     for name, path in shots.items():
         print(f"screenshot {name}: {path}")
     assert problems == []
+    # One vote on the topic, after both clicks (read outside Playwright's event loop).
+    actions = [decode(r.value) for r in read_topic(settings, topics.ACTIONS)]
+    mine = [a for a in actions if a.response_id in (a_id, b_id)]
+    assert [(a.kind, a.response_id, a.rejected_response_id) for a in mine] == [(ActionKind.CHOICE, a_id, b_id)]

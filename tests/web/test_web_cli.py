@@ -61,8 +61,7 @@ def test_report_without_the_analytics_store_says_how_to_start_it(quiet_env: dict
 def test_with_a_login_set_the_app_asks_for_it(services: Settings, tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "home", kafka_port=services.kafka_port, redis_port=services.redis_port,
                         analytics_port=services.analytics_port, web_port=free_port(), start_timeout_s=5)
-    env = {**service_env(settings), "PREFLOOP_WEB_USERNAME": "ops", "PREFLOOP_WEB_PASSWORD": "s3cret-pw",
-           "PREFLOOP_WEB_GATEWAY_URL": f"http://127.0.0.1:{free_port()}/v1"}  # no answers are asked for here
+    env = {**service_env(settings), "PREFLOOP_WEB_USERNAME": "ops", "PREFLOOP_WEB_PASSWORD": "s3cret-pw"}
     web = WebProcess(env, tmp_path / "web.log")
     try:
         web.wait_ready()
