@@ -16,6 +16,7 @@ from prefloop.analytics.store import ch_time
 from prefloop.sdk import SyncFeedbackClient
 from prefloop.services.supervisor import service_env
 from prefloop.web.arena import BattleStore, Vote, today_utc
+from schemas.records import prompt_hash
 from web_helpers import chromium_context, make_registry, poll
 
 FIGURES = ["win_rate", "thumbs_up_rate", "pairs", "drift", "trigger", "rollout", "registry", "ratings", "win_matrix"]
@@ -64,9 +65,8 @@ def test_report_is_self_contained_holds_every_figure_and_matches_sql(
     chosen = emit_history(web_settings, tag)
     poll(lambda: store.query(f"SELECT count() FROM preference_pairs FINAL WHERE chosen_response_id IN "
                              f"({','.join(repr(c) for c in chosen)})").scalar() == len(chosen), 90, "the ten CHOICE pairs")
-    poll(lambda: store.query(f"SELECT count() FROM pair_drops FINAL WHERE prompt_id IN (SELECT prompt_id FROM "
-                             f"feedback_events FINAL WHERE response_id IN (SELECT response_id FROM feedback_events FINAL "
-                             f"WHERE event_type = 'response')) AND reason = 'identical'").scalar(), 60, "the identical pair's drop")
+    poll(lambda: store.query(f"SELECT count() FROM pair_drops FINAL WHERE prompt_id = '{prompt_hash(f'dup {tag}')}' "
+                             "AND reason = 'identical'").scalar(), 60, "the identical pair's drop")
     now = int(time.time() * 1000)
     store.insert_rows("promotions", ["event_id", "occurred_at", "candidate_version", "baseline_version", "decision",
                                      "traffic_fraction", "metrics", "reason"],
