@@ -8,21 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from prefloop.analytics.store import sql_string, sql_time
 from prefloop.web.ratings import Outcome
 
 
 class Store(Protocol):
     def query(self, sql: str) -> Any: ...
-
-
-def sql_string(text: str) -> str:
-    """A ClickHouse string literal."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def at(ms: int) -> str:
-    """An instant as a ClickHouse DateTime64(3) in UTC."""
-    return f"fromUnixTimestamp64Milli(toInt64({int(ms)}), 'UTC')"
 
 
 @dataclass(frozen=True)
@@ -77,7 +68,7 @@ def battles(store: Store, since_ms: int = 0) -> list[Outcome]:
         SELECT toString(model_version) AS winner, toString(rejected_model_version) AS loser, count() AS n
         FROM action_facts FINAL
         WHERE kind = 'CHOICE' AND model_version != '' AND rejected_model_version != ''
-          AND model_version != rejected_model_version AND occurred_at >= {at(since_ms)}
+          AND model_version != rejected_model_version AND occurred_at >= {sql_time(since_ms)}
         GROUP BY winner, loser ORDER BY winner, loser""")
     return [Outcome(w, l, 1.0, int(n)) for w, l, n in result.rows]
 
@@ -87,7 +78,7 @@ def day_rates(store: Store, since_ms: int) -> list[DayRates]:
         SELECT toString(toDate(window_start)) AS day, model_version, sum(wins), sum(losses), sum(thumbs_up),
                sum(thumbs_down), sum(responses)
         FROM win_rates
-        WHERE window_start >= toStartOfDay({at(since_ms)}) AND model_version != ''
+        WHERE window_start >= toStartOfDay({sql_time(since_ms)}) AND model_version != ''
         GROUP BY day, model_version ORDER BY day, model_version""")
     return [DayRates(d, v, int(w), int(l), int(u), int(dn), int(r)) for d, v, w, l, u, dn, r in result.rows]
 
@@ -95,7 +86,7 @@ def day_rates(store: Store, since_ms: int) -> list[DayRates]:
 def pairs_by_day(store: Store, since_ms: int) -> list[DayCount]:
     result = store.query(f"""
         SELECT toString(toDate(created_at)) AS day, toString(source) AS source, count()
-        FROM preference_pairs FINAL WHERE created_at >= {at(since_ms)}
+        FROM preference_pairs FINAL WHERE created_at >= {sql_time(since_ms)}
         GROUP BY day, source ORDER BY day, source""")
     return [DayCount(d, s, int(n)) for d, s, n in result.rows]
 
@@ -103,24 +94,24 @@ def pairs_by_day(store: Store, since_ms: int) -> list[DayCount]:
 def drops_by_day(store: Store, since_ms: int) -> list[DayCount]:
     result = store.query(f"""
         SELECT toString(toDate(occurred_at)) AS day, toString(reason) AS reason, count()
-        FROM pair_drops FINAL WHERE occurred_at >= {at(since_ms)}
+        FROM pair_drops FINAL WHERE occurred_at >= {sql_time(since_ms)}
         GROUP BY day, reason ORDER BY day, reason""")
     return [DayCount(d, r, int(n)) for d, r, n in result.rows]
 
 
 def pairs_since(store: Store, since_ms: int) -> int:
-    return int(store.query(f"SELECT count() FROM preference_pairs FINAL WHERE created_at >= {at(since_ms)}").scalar() or 0)
+    return int(store.query(f"SELECT count() FROM preference_pairs FINAL WHERE created_at >= {sql_time(since_ms)}").scalar() or 0)
 
 
 def drops_since(store: Store, since_ms: int) -> int:
-    return int(store.query(f"SELECT count() FROM pair_drops FINAL WHERE occurred_at >= {at(since_ms)}").scalar() or 0)
+    return int(store.query(f"SELECT count() FROM pair_drops FINAL WHERE occurred_at >= {sql_time(since_ms)}").scalar() or 0)
 
 
 def input_drift(store: Store, since_ms: int) -> list[DriftPoint]:
     result = store.query(f"""
         SELECT toUnixTimestamp64Milli(window_start), feature, value, samples
         FROM drift_metrics FINAL
-        WHERE kind = 'input' AND metric = 'psi' AND window_start >= {at(since_ms)}
+        WHERE kind = 'input' AND metric = 'psi' AND window_start >= {sql_time(since_ms)}
         ORDER BY window_start, feature""")
     return [DriftPoint(int(t), f, float(v), int(s)) for t, f, v, s in result.rows]
 
@@ -129,7 +120,7 @@ def promotions(store: Store, since_ms: int = 0) -> list[PromotionRow]:
     result = store.query(f"""
         SELECT toUnixTimestamp64Milli(occurred_at), candidate_version, baseline_version, toString(decision),
                traffic_fraction, reason
-        FROM promotions FINAL WHERE occurred_at >= {at(since_ms)}
+        FROM promotions FINAL WHERE occurred_at >= {sql_time(since_ms)}
         ORDER BY occurred_at, event_id""")
     return [PromotionRow(int(t), c, b, d, float(f), r) for t, c, b, d, f, r in result.rows]
 
@@ -141,10 +132,10 @@ def category_counts(store: Store, since_ms: int) -> list[CategoryCount]:
         FROM (
             SELECT response_id, tags['category'] AS category
             FROM feedback_events FINAL
-            WHERE event_type = 'response' AND occurred_at >= {at(since_ms)}
+            WHERE event_type = 'response' AND occurred_at >= {sql_time(since_ms)}
         ) AS r
         LEFT JOIN (
-            SELECT chosen_response_id, pair_id FROM preference_pairs FINAL WHERE created_at >= {at(since_ms)}
+            SELECT chosen_response_id, pair_id FROM preference_pairs FINAL WHERE created_at >= {sql_time(since_ms)}
         ) AS p ON p.chosen_response_id = r.response_id
         GROUP BY r.category ORDER BY responses DESC, r.category""")
     return [CategoryCount(c, int(n), int(p)) for c, n, p in result.rows]
@@ -157,10 +148,10 @@ def head_to_head(store: Store, first: str, second: str, since_ms: int = 0) -> tu
         SELECT countIf(model_version = {f} AND rejected_model_version = {s}),
                countIf(model_version = {s} AND rejected_model_version = {f})
         FROM action_facts FINAL
-        WHERE kind = 'CHOICE' AND occurred_at >= {at(since_ms)}""").rows[0]
+        WHERE kind = 'CHOICE' AND occurred_at >= {sql_time(since_ms)}""").rows[0]
     return int(row[0]), int(row[1])
 
 
 __all__ = ["battles", "day_rates", "pairs_by_day", "drops_by_day", "pairs_since", "drops_since", "input_drift",
            "promotions", "category_counts", "head_to_head", "DayRates", "DayCount", "DriftPoint", "PromotionRow",
-           "CategoryCount", "sql_string", "at"]
+           "CategoryCount"]
