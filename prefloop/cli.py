@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     from prefloop.simulator import cli as simulator_cli
 
     simulator_cli.add_commands(sub)
+    from prefloop.web import cli as web_cli
+
+    web_cli.add_commands(sub)
     from prefloop.demo import cli as demo_cli
 
     demo_cli.add_commands(sub)
