@@ -54,8 +54,11 @@ def service_overlay(ds: DemoSettings) -> dict[str, str]:
         "PREFLOOP_TRAINER_LEARNING_RATE": str(ds.learning_rate),
         "PREFLOOP_TRAINER_LOSS_TYPE": ds.loss_type,
         "PREFLOOP_TRAINER_RETRY_BACKOFF_S": "5",
-        # Evaluator: the demo's held-out set is small; shorter guardrail answers.
+        # Evaluator: the demo's held-out set is small; shorter guardrail answers. The simulated users prefer
+        # short answers, and a model that learns it answers in a third of the words: the guardrail's floor
+        # on the length ratio (0.5 by default, against degenerate empty-ish answers) moves to 0.25.
         "PREFLOOP_EVALUATOR_MIN_PAIRS": str(ds.gate_min_pairs),
+        "PREFLOOP_EVALUATOR_MIN_LENGTH_RATIO": "0.25",
         "PREFLOOP_EVALUATOR_MIN_SLICE_PAIRS": str(max(ds.gate_min_pairs, 10)),
         "PREFLOOP_EVALUATOR_GUARDRAIL_PROMPTS": "16",
         "PREFLOOP_EVALUATOR_MAX_NEW_TOKENS": str(ds.max_tokens),
