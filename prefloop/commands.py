@@ -47,9 +47,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="measure throughput against a baseline in the same run")
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH")
     bench_sub.required = True
+    from prefloop.bench import collector as collector_bench
     from prefloop.bench import ingest
 
     ingest.add_bench_command(bench_sub)
+    collector_bench.add_bench_command(bench_sub)
     for module in ("streams.bench", "trainer.bench"):
         try:
             mod = __import__(module, fromlist=["add_bench_command"])

@@ -251,16 +251,20 @@ class FeedbackClient:
             self._check_inflight()
         return record
 
-    async def send_many(self, records: Iterable[AvroRecord]) -> list[RecordMetadata]:
+    async def send_many(self, records: Iterable[AvroRecord], *, validated: bool = False) -> list[RecordMetadata]:
         """Validate and encode every record first (nothing is sent if one is bad), then send them
         all and wait for Kafka to acknowledge each; raises DeliveryError otherwise. The wait
-        includes up to `linger_ms`, the time a batch may wait for more events."""
-        prepared = [self._prepare(record) for record in records]
+        includes up to `linger_ms`, the time a batch may wait for more events.
+
+        `validated=True` skips the per-record validation for records the caller has just
+        validated itself (the collector builds them with `from_json`, which checks every field).
+        """
+        prepared = [self._prepare(record, validate=not validated) for record in records]
         producer = self._producer or await self._ensure_started()
         futures = [await self._produce(producer, topic, key, value) for topic, key, value in prepared]
         if not futures:
             return []
-        done, pending = await asyncio.wait(futures, timeout=self.config.delivery_timeout_s)
+        pending = await _wait_all(futures, self.config.delivery_timeout_s)
         for fut in pending:  # retrieve their outcome later, so no "exception never retrieved" noise
             fut.add_done_callback(_consume_outcome)
         if pending:
@@ -269,7 +273,7 @@ class FeedbackClient:
                 f"to acknowledge {len(pending)} of {len(futures)} event(s)",
                 failed=len(pending),
             )
-        errors = [fut.exception() for fut in futures if fut.exception() is not None]
+        errors = [exc for fut in futures if (exc := fut.exception()) is not None]
         if errors:
             raise DeliveryError(
                 f"Kafka did not acknowledge {len(errors)} of {len(futures)} event(s): "
@@ -278,11 +282,12 @@ class FeedbackClient:
             )
         return [fut.result() for fut in futures]
 
-    def _prepare(self, record: AvroRecord) -> tuple[str, bytes, bytes]:
+    def _prepare(self, record: AvroRecord, validate: bool = True) -> tuple[str, bytes, bytes]:
         route = self._routes.get(type(record))
         if route is None:
             raise TypeError(f"FeedbackClient sends Response and Action records, got {type(record).__name__}")
-        record.validate()
+        if validate:
+            record.validate()
         return route.topic, route.key(record).encode(), encode(record, self._registry)
 
     async def _produce(self, producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> asyncio.Future:
@@ -319,6 +324,25 @@ async def _send_now_and_wait(producer: AIOKafkaProducer) -> None:
     accumulator = getattr(producer, "_message_accumulator", None)
     flush_now = getattr(accumulator, "flush_for_commit", None)
     await (flush_now() if flush_now is not None else producer.flush())
+
+
+async def _wait_all(futures: list[asyncio.Future], timeout_s: float) -> list[asyncio.Future]:
+    """Wait until every future is done or `timeout_s` passed; returns those still pending.
+
+    Newest first: a partition's batches are acknowledged in order, so once the newest future
+    of a partition is done the older ones mostly are too, and the loop waits a few times per
+    call (about once per partition) instead of registering a callback on every future, as
+    `asyncio.wait(futures)` does.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    for fut in reversed(futures):
+        if not fut.done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait((fut,), timeout=remaining)
+    return [fut for fut in futures if not fut.done()]
 
 
 def _consume_outcome(fut: asyncio.Future) -> None:
