@@ -43,7 +43,8 @@ _WS = re.compile(r"\s+")
 def prompt_hash(prompt: str) -> str:
     """Default prompt_id: a hash of the normalised prompt (case-folded, whitespace collapsed)."""
     normalised = _WS.sub(" ", prompt.strip().casefold())
-    return hashlib.sha256(normalised.encode()).hexdigest()[:24]
+    # surrogatepass: a record holding a lone surrogate is still built, and validate() names the field.
+    return hashlib.sha256(normalised.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def pair_hash(prompt: str, chosen: str, rejected: str) -> str:
@@ -252,8 +253,14 @@ class AvroRecord:
             elif isinstance(inner, type) and issubclass(inner, enum.Enum):
                 if not isinstance(value, inner):
                     errors.append(FieldError(name, f"must be one of {[m.value for m in inner]}, got {value!r}"))
-            elif inner is str and not isinstance(value, str):
-                errors.append(FieldError(name, f"must be a string, got {type(value).__name__}"))
+            elif inner is str:
+                if not isinstance(value, str):
+                    errors.append(FieldError(name, f"must be a string, got {type(value).__name__}"))
+                elif not value.isascii():
+                    try:
+                        _check_utf8(value)
+                    except ValueError as exc:
+                        errors.append(FieldError(name, str(exc)))
             elif inner is bytes and not isinstance(value, (bytes, bytearray)):
                 errors.append(FieldError(name, f"must be bytes, got {type(value).__name__}"))
         if errors:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefloop.bench.ingest import BenchError, Phase, _median, make_inputs, run_sdk
+from prefloop.bench.ingest import BenchError, Phase, make_inputs, run_sdk
 from prefloop.sdk.client import FeedbackClient
 from prefloop.sdk.testing import create_topic, delete_topic
 from prefloop.services.kafka import end_offsets
@@ -67,6 +67,7 @@ class HttpRound:
     errors: int
     p50_ms: float
     p99_ms: float
+    cpu_s: float = 0.0  # CPU time the collector process used during the round
 
     @property
     def accepted(self) -> int:
@@ -76,13 +77,27 @@ class HttpRound:
     def rate(self) -> float:
         return self.accepted / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def cpu_us_per_event(self) -> float:
+        return self.cpu_s * 1e6 / self.accepted if self.accepted else 0.0
+
+
+@dataclass
+class SdkRound:
+    phase: Phase
+    cpu_s: float  # CPU time of this process during the round (the SDK's work and aiokafka's)
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return self.cpu_s * 1e6 / self.phase.events if self.phase.events else 0.0
+
 
 @dataclass
 class CollectorResult:
     batch: int
     connections: int
     http_rounds: list[HttpRound]
-    sdk_rounds: list[Phase]
+    sdk_rounds: list[SdkRound]
     accepted: int  # events the collector answered 202 for, warm-up included
     in_kafka: int  # events the bench topics hold at the end (the SDK's included)
     sdk_sent: int
@@ -92,12 +107,12 @@ class CollectorResult:
         return sorted(self.http_rounds, key=lambda r: r.rate)[(len(self.http_rounds) - 1) // 2]
 
     @property
-    def sdk(self) -> Phase:
-        return _median(self.sdk_rounds)
+    def sdk(self) -> SdkRound:
+        return sorted(self.sdk_rounds, key=lambda r: r.phase.rate)[(len(self.sdk_rounds) - 1) // 2]
 
     @property
     def ratio(self) -> float:
-        return self.http.rate / self.sdk.rate if self.sdk.rate else 0.0
+        return self.http.rate / self.sdk.phase.rate if self.sdk.phase.rate else 0.0
 
 
 def ensure_wrk() -> str:
@@ -164,6 +179,11 @@ class CollectorProcess:
             time.sleep(0.2)
         raise BenchError(f"the collector did not answer /healthz within {timeout_s:g}s")
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the collector process has used (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if pid_alive(self.proc.pid):
             terminate(self.proc.pid, 20)
@@ -178,9 +198,12 @@ def run_wrk(wrk: str, url: str, script: Path, connections: int, duration_s: floa
     return parse_wrk(result.stdout, batch)
 
 
-async def _sdk_round(settings: Settings, responses: str, actions: str, inputs: list, time_limit_s: float) -> Phase:
+async def _sdk_round(settings: Settings, responses: str, actions: str, inputs: list, time_limit_s: float) -> SdkRound:
     async with FeedbackClient(settings, responses_topic=responses, actions_topic=actions) as client:
-        return await run_sdk(client, inputs, time_limit_s)
+        await client.flush()  # connected, metadata known: the clock measures sending only
+        cpu = time.process_time()
+        phase = await run_sdk(client, inputs, time_limit_s)
+        return SdkRound(phase, time.process_time() - cpu)
 
 
 def run_collector_bench(
@@ -222,7 +245,9 @@ def run_collector_bench(
             http_rounds, sdk_rounds = [], []
             for _ in range(rounds):
                 sdk_rounds.append(asyncio.run(_sdk_round(settings, responses, actions, inputs, duration_s)))
+                cpu = collector.cpu_s()
                 http_rounds.append(run_wrk(wrk, url, script, connections, duration_s, batch))
+                http_rounds[-1].cpu_s = collector.cpu_s() - cpu
                 accepted += http_rounds[-1].accepted
         finally:
             collector.stop()
@@ -231,7 +256,7 @@ def run_collector_bench(
         finally:
             for topic in (responses, actions):
                 asyncio.run(delete_topic(bootstrap, topic))
-    sdk_sent = sum(p.events for p in sdk_rounds)
+    sdk_sent = sum(r.phase.events for r in sdk_rounds)
     return CollectorResult(batch, connections, http_rounds, sdk_rounds, accepted, sum(totals.values()), sdk_sent)
 
 
@@ -244,13 +269,20 @@ def format_result(result: CollectorResult) -> str:
         f"[{', '.join(f'{r.rate:,.0f}' for r in result.http_rounds)}]; {http.requests / http.seconds:,.0f} requests/s, "
         f"p50 {http.p50_ms:.1f} ms, p99 {http.p99_ms:.1f} ms, non-2xx {sum(r.non_2xx for r in result.http_rounds)}, "
         f"socket errors {sum(r.errors for r in result.http_rounds)}",
-        f"  {'SDK':<10} {sdk.rate:>10,.0f} events/s  median of {len(result.sdk_rounds)} round(s) "
-        f"[{', '.join(f'{p.rate:,.0f}' for p in result.sdk_rounds)}]",
+        f"  {'SDK':<10} {sdk.phase.rate:>10,.0f} events/s  median of {len(result.sdk_rounds)} round(s) "
+        f"[{', '.join(f'{r.phase.rate:,.0f}' for r in result.sdk_rounds)}]",
         f"  {'collector / SDK':<10} {result.ratio:>5.2f}",
+        # CPU time per event does not depend on what else the machine runs: 1e6 / it is the rate one idle core gives.
+        f"  CPU per event: collector {http.cpu_us_per_event:.1f} µs (≈ {_per_core(http.cpu_us_per_event)} events/s per idle core), "
+        f"SDK {sdk.cpu_us_per_event:.1f} µs (≈ {_per_core(sdk.cpu_us_per_event)})",
         f"  Kafka holds {result.in_kafka:,} events: {result.accepted:,} accepted by the collector (202) + "
         f"{result.sdk_sent:,} from the SDK" + ("" if result.in_kafka >= result.accepted + result.sdk_sent else "  ← EVENTS MISSING"),
     ]
     return "\n".join(lines)
+
+
+def _per_core(us: float) -> str:
+    return f"{1e6 / us:,.0f}" if us > 0 else "?"
 
 
 def _positive_int(text: str) -> int:

@@ -261,7 +261,13 @@ class FeedbackClient:
         """
         prepared = [self._prepare(record, validate=not validated) for record in records]
         producer = self._producer or await self._ensure_started()
-        futures = [await self._produce(producer, topic, key, value) for topic, key, value in prepared]
+        send = producer.send
+        futures = []
+        for topic, key, value in prepared:
+            try:
+                futures.append(await send(topic, value, key=key))
+            except KafkaError as exc:
+                raise self._send_error(topic, exc) from exc
         if not futures:
             return []
         pending = await _wait_all(futures, self.config.delivery_timeout_s)
@@ -289,12 +295,6 @@ class FeedbackClient:
         if validate:
             record.validate()
         return route.topic, route.key(record).encode(), encode(record, self._registry)
-
-    async def _produce(self, producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> asyncio.Future:
-        try:
-            return await producer.send(topic, value, key=key)
-        except KafkaError as exc:
-            raise self._send_error(topic, exc) from exc
 
     def _send_error(self, topic: str, exc: Exception) -> DeliveryError:
         return DeliveryError(f"cannot send to topic {topic!r} on Kafka at {self.bootstrap_servers}: {type(exc).__name__}: {exc}")
