@@ -42,7 +42,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("collector", help="run the HTTP collector in the foreground")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback collector_host without API keys")
     p.set_defaults(handler=cmd_collector)
+
+    from prefloop.auth import cli as auth_cli
+
+    auth_cli.add_commands(sub)
 
     bench = sub.add_parser("bench", help="measure throughput against a baseline in the same run")
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH")
@@ -172,5 +177,5 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_collector(args: argparse.Namespace) -> int:
     from prefloop.collector import run
 
-    run(load_settings())
+    run(load_settings(), insecure=args.insecure)
     return 0

@@ -5,8 +5,9 @@ its own (`bench.collector.<pid>.responses|actions`, created with the contract's 
 counts and deleted at the end):
 
 - collector: a collector process (`python -m prefloop.collector`, what `prefloop up` runs)
-  serving those topics on a free loopback port, loaded by Debian's `wrk` (installed on first
-  use) with POST /v1/events bodies of `--batch` events on `--connections` connections. Every
+  serving those topics on a free loopback port with one API key of the bench's (checked on
+  every request, as in production), loaded by Debian's `wrk` (installed on first use) with
+  POST /v1/events bodies of `--batch` events on `--connections` connections. Every
   answer is a 202 only after Kafka acknowledged the whole batch; the bench checks afterwards
   that the topics hold every event the collector accepted.
 - SDK: `FeedbackClient.response()/action()` in this process, the same event mix, then flush.
@@ -31,13 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tomlkit
+
+from prefloop.auth import generate_key, hash_key
 from prefloop.bench.ingest import BenchError, Phase, make_inputs, run_sdk
 from prefloop.sdk.client import FeedbackClient
 from prefloop.sdk.testing import create_topic, delete_topic
 from prefloop.services.kafka import end_offsets
 from prefloop.services.process import free_port, pid_alive, terminate
 from prefloop.services.supervisor import service_env
-from prefloop.settings import Settings, load_settings
+from prefloop.settings import Settings, load_settings, read_config_file
 
 # wrk's Lua hooks: the same body on every request; at the end one JSON line the bench parses.
 WRK_SCRIPT = """
@@ -152,18 +156,30 @@ def parse_wrk(output: str, batch: int) -> HttpRound:
     raise BenchError(f"wrk printed no result: {output.strip()[-300:]}")
 
 
+def bench_config(work: Path, api_key: str) -> Path:
+    """The settings file the bench's collector reads: the user's, with [collector_auth] replaced by
+    one key for the bench (no rate limit), so the measured path checks a key as production does."""
+    config = {name: value for name, value in read_config_file().items() if name != "collector_auth"}
+    config["collector_auth"] = {"keys": [f"bench:{hash_key(api_key)}"]}
+    path = work / "prefloop.toml"
+    path.write_text(tomlkit.dumps(config))
+    return path
+
+
 class CollectorProcess:
     """A collector subprocess on a free loopback port, producing to the bench's topics; stopped by PID."""
 
-    def __init__(self, settings: Settings, responses: str, actions: str, log: Path) -> None:
+    def __init__(self, settings: Settings, responses: str, actions: str, log: Path, config: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [sys.executable, "-m", "prefloop.collector", "--host", "127.0.0.1", "--port", str(self.port),
                 "--responses-topic", responses, "--actions-topic", actions]
         self.log = log
+        env = {k: v for k, v in service_env(settings).items() if not k.startswith("PREFLOOP_COLLECTOR_AUTH_")}
+        env["PREFLOOP_CONFIG"] = str(config)
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=service_env(settings), start_new_session=True)
+                                         env=env, start_new_session=True)
 
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -213,7 +229,6 @@ def run_collector_bench(
     duration_s: float = 10.0,
     rounds: int = 3,
     sdk_events: int = 100_000,
-    api_key: str | None = None,
 ) -> CollectorResult:
     for name, value, low in (("batch", batch, 1), ("connections", connections, 1), ("rounds", rounds, 1), ("sdk_events", sdk_events, 2)):
         if value < low:
@@ -227,7 +242,8 @@ def run_collector_bench(
     with tempfile.TemporaryDirectory(prefix="prefloop-bench-collector-") as tmp:
         work = Path(tmp)
         (work / "body.json").write_bytes(batch_body(batch))
-        auth = f'wrk.headers["Authorization"] = "Bearer {api_key}"' if api_key else ""
+        api_key = generate_key()
+        auth = f'wrk.headers["Authorization"] = "Bearer {api_key}"'
         script = work / "post.lua"
         script.write_text(WRK_SCRIPT.format(body=work / "body.json", auth=auth))
         bootstrap = settings.bootstrap_servers
@@ -236,7 +252,7 @@ def run_collector_bench(
             asyncio.run(create_topic(bootstrap, actions, settings.actions_partitions))
         except Exception as exc:
             raise BenchError(f"cannot create the bench topics on Kafka at {bootstrap} ({exc}); start it with `prefloop up`") from exc
-        collector = CollectorProcess(settings, responses, actions, work / "collector.log")
+        collector = CollectorProcess(settings, responses, actions, work / "collector.log", bench_config(work, api_key))
         try:
             collector.wait_ready(settings.start_timeout_s)
             url = collector.url + "/v1/events"

@@ -3,6 +3,10 @@
     POST /v1/events   one event object, a JSON array of them, or {"events": [...]}
     GET  /healthz
 
+With API keys configured ([collector_auth], prefloop/auth/), /v1/ needs `Authorization: Bearer
+KEY` (401 without, 403 revoked, 429 over the key's rate limit); browsers from the CORS
+allow-list may call it.
+
 Every event of a request is validated before any is produced; a request with one bad
 event produces nothing and answers 400 with every bad field of every bad event. An
 accepted request is answered 202 only after Kafka acknowledged all of its events; if
@@ -20,6 +24,7 @@ import uvloop
 from aiohttp import web
 
 from prefloop import topics
+from prefloop.auth import AuthSettings, check_bind, protect
 from prefloop.errors import ValidationError
 from prefloop.sdk.client import FeedbackClient
 from prefloop.sdk.events import parse_event
@@ -50,7 +55,9 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason)
+        # aiohttp's own text is "404: Not Found"; a raiser's text (aiohttp-cors' refusal) says more than the reason.
+        text = exc.text or ""
+        return error_response(exc.status, exc.reason if not text or text.startswith(f"{exc.status}: ") else text)
 
 
 def _too_large(limit: int) -> web.Response:
@@ -114,8 +121,16 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "kafka": client.bootstrap_servers, "connected": client.started}, 200)
 
 
-def create_app(settings: Settings, client: FeedbackClient) -> web.Application:
-    """The collector's aiohttp application. It starts `client` on start-up; the caller owns closing it."""
+def _auth_error(status: int, message: str, code: str, headers: dict[str, str]) -> web.Response:
+    response = error_response(status, message, code=code)
+    response.headers.update(headers)
+    return response
+
+
+def create_app(settings: Settings, client: FeedbackClient, auth: AuthSettings | None = None) -> web.Application:
+    """The collector's aiohttp application. It starts `client` on start-up; the caller owns closing it.
+    `auth` (default: the [collector_auth] settings) gives its API keys, rate limit and CORS origins."""
+    auth = auth if auth is not None else settings.section(AuthSettings, "collector_auth")
     app = web.Application(client_max_size=settings.collector_max_body_bytes, middlewares=[json_errors])
     app[SETTINGS_KEY] = settings
     app[CLIENT_KEY] = client
@@ -126,17 +141,22 @@ def create_app(settings: Settings, client: FeedbackClient) -> web.Application:
     app.on_startup.append(start_client)
     app.router.add_post("/v1/events", post_events)
     app.router.add_get("/healthz", healthz)
+    protect(app, auth, _auth_error)
     return app
 
 
-def run(settings: Settings | None = None, responses_topic: str = topics.RESPONSES, actions_topic: str = topics.ACTIONS) -> None:
+def run(settings: Settings | None = None, responses_topic: str = topics.RESPONSES, actions_topic: str = topics.ACTIONS,
+        insecure: bool = False) -> None:
     """Serve the collector on settings.collector_host:collector_port until SIGINT/SIGTERM; flushes on exit.
-    The topics default to the contract's; `prefloop bench collector` points them at its own."""
+    The topics default to the contract's; `prefloop bench collector` points them at its own. A
+    non-loopback address without API keys is refused unless `insecure`."""
     settings = settings if settings is not None else load_settings()
+    auth = settings.section(AuthSettings, "collector_auth")
+    check_bind(settings.collector_host, auth, "collector", insecure)
 
     async def build() -> web.Application:
         client = FeedbackClient(settings, responses_topic=responses_topic, actions_topic=actions_topic)
-        app = create_app(settings, client)
+        app = create_app(settings, client, auth)
 
         async def close_client(_: web.Application) -> None:
             await client.close()
@@ -144,7 +164,8 @@ def run(settings: Settings | None = None, responses_topic: str = topics.RESPONSE
         app.on_cleanup.append(close_client)
         return app
 
-    log.info("collector listening on %s, producing to Kafka at %s", settings.collector_url, settings.bootstrap_servers)
+    log.info("collector listening on %s, producing to Kafka at %s; %s", settings.collector_url, settings.bootstrap_servers,
+             f"{len(auth.keys)} API key(s)" if auth.keys else "no API keys (loopback only)" if not auth.insecure else "no API keys (insecure)")
     # uvloop: libuv's event loop does aiohttp's and aiokafka's socket work at less cost than asyncio's
     # (about a sixth more requests per second measured under wrk).
     loop = uvloop.new_event_loop()
