@@ -57,6 +57,8 @@ class Settings:
     collector_host: str = "127.0.0.1"
     collector_port: int = 18080
     collector_max_body_bytes: int = 1_048_576
+    # Most events one request may carry (a 1 MiB body of tiny bad items would otherwise mean 500k checks).
+    collector_max_events: int = 5_000
     # Partition counts of the contract topics; all are created explicitly at start-up.
     responses_partitions: int = 8
     actions_partitions: int = 8
@@ -78,6 +80,8 @@ class Settings:
         for name in ("responses_partitions", "actions_partitions", "pairs_partitions", "dlq_partitions", "control_partitions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f'"{name}" should be greater than zero, got {getattr(self, name)}')
+        if self.collector_max_events < 1:
+            raise ConfigError(f'"collector_max_events" should be greater than zero, got {self.collector_max_events}')
         if self.collector_max_body_bytes < 1024:
             raise ConfigError(f'"collector_max_body_bytes" should be at least 1024, got {self.collector_max_body_bytes}')
 

@@ -33,6 +33,7 @@ from prefloop.settings import Settings, load_settings
 
 log = logging.getLogger("prefloop.collector")
 
+MAX_ERRORS_SHOWN = 100
 CLIENT_KEY: web.AppKey[FeedbackClient] = web.AppKey("client", FeedbackClient)
 SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("settings", Settings)
 
@@ -76,11 +77,19 @@ def _events_of(body: Any) -> list[Any] | None:
     return None
 
 
+def _json_content_type(value: str) -> bool:
+    return value in ("application/json", "") or value.endswith("+json")
+
+
 async def post_events(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     limit = settings.collector_max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return _too_large(limit)
+    # No Content-Type is taken as JSON (curl-style clients); another type is a client's mistake.
+    content_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if not _json_content_type(content_type):
+        return error_response(415, f"Content-Type should be application/json, got {content_type[:100]}")
     raw = await request.read()  # aiohttp enforces client_max_size on chunked bodies too
     try:
         # orjson: a fifth of json's cost, and it refuses what Avro could not carry (invalid
@@ -93,6 +102,9 @@ async def post_events(request: web.Request) -> web.Response:
         return error_response(400, 'body should be an event object, a JSON array of events, or {"events": [...]}')
     if not events:
         return error_response(400, "no events in the request")
+    if len(events) > settings.collector_max_events:
+        return error_response(413, f"{len(events)} events in one request; the collector takes at most "
+                                   f"{settings.collector_max_events}: send smaller batches")
 
     records = []
     errors = []
@@ -103,7 +115,9 @@ async def post_events(request: web.Request) -> web.Response:
             errors.extend({"index": index, "field": e.field or None, "message": e.message} for e in exc.errors)
     if errors:
         bad = len({e["index"] for e in errors})
-        return error_response(400, f"{bad} of {len(events)} event(s) are invalid; none was accepted", errors=errors)
+        shown = errors[:MAX_ERRORS_SHOWN]  # the answer stays small whatever the body held
+        more = f" (the first {MAX_ERRORS_SHOWN} of {len(errors)} problems are listed)" if len(errors) > MAX_ERRORS_SHOWN else ""
+        return error_response(400, f"{bad} of {len(events)} event(s) are invalid; none was accepted{more}", errors=shown)
 
     client = request.app[CLIENT_KEY]
     try:
