@@ -46,8 +46,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_collector)
 
     from prefloop.auth import cli as auth_cli
+    from prefloop.privacy import cli as privacy_cli
 
     auth_cli.add_commands(sub)
+    privacy_cli.add_commands(sub)
 
     bench = sub.add_parser("bench", help="measure throughput against a baseline in the same run")
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH")

@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
 from prefloop import topics
+from prefloop.privacy import PrivacySettings, Pseudonymiser
 from prefloop.sdk.config import ClientSettings
 from prefloop.sdk.exceptions import ClientClosedError, DeliveryError, KafkaUnavailableError
 from prefloop.settings import Settings, load_settings
@@ -82,6 +83,8 @@ class FeedbackClient:
         self.config = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
         self.bootstrap_servers = bootstrap_servers or settings.bootstrap_servers
         self._registry = registry or default_registry()
+        # [privacy] pseudonymise_user_ids: user ids are replaced here, so no raw id reaches Kafka.
+        self._pseudonymiser = Pseudonymiser.from_settings(settings.section(PrivacySettings, "privacy"))
         self._routes: dict[type, Route] = {
             Response: Route(responses_topic, attrgetter("prompt_id")),
             Action: Route(actions_topic, attrgetter("response_id")),
@@ -294,6 +297,8 @@ class FeedbackClient:
             raise TypeError(f"FeedbackClient sends Response and Action records, got {type(record).__name__}")
         if validate:
             record.validate()
+        if self._pseudonymiser is not None:
+            record = self._pseudonymiser.apply(record)
         return route.topic, route.key(record).encode(), encode(record, self._registry)
 
     def _send_error(self, topic: str, exc: Exception) -> DeliveryError:
