@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer import cli as trainer_cli
 
     trainer_cli.add_commands(sub)
+    from evaluator.gate import cli as gate_cli
+
+    gate_cli.add_commands(sub)
     from evaluator.rollout import cli as rollout_cli
 
     rollout_cli.add_commands(sub)  # after the trainer's: it adds `promote` and `rollback` to `models`

@@ -180,7 +180,8 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"model versions ({registry.path})")
-    for column in ("version", "status", "parent", "base", "snapshot", "held-out acc", "margin", "pairs", "created", "adapter"):
+    for column in ("version", "status", "parent", "base", "snapshot", "held-out acc", "margin", "pairs", "evaluation",
+                   "created", "adapter"):
         table.add_column(column, overflow="fold")
     for v in versions:
         acc = v.metrics.get("heldout_reward_accuracy")
@@ -195,12 +196,23 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             "-" if acc is None else f"{acc:.3f}",
             "-" if margin is None else f"{margin:.4f}",
             "-" if pairs is None else str(int(pairs)),
+            _evaluation_text(v.evaluation),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at / 1000)),
             v.adapter_path or "(base)",
         )
     # Off a terminal rich would wrap at 80 columns; keep one row per line for logs and pipes.
     Console(width=None if sys.stdout.isatty() else 220).print(table)
     return 0
+
+
+def _evaluation_text(evaluation: dict) -> str:
+    """The gate's outcome in a cell: decision, win rate with its lower bound, baseline."""
+    if not evaluation:
+        return "-"
+    text = evaluation.get("decision", "?")
+    if evaluation.get("win_rate") is not None and evaluation.get("win_rate_lower") is not None:
+        text += f" win {evaluation['win_rate']:.2f} (>= {evaluation['win_rate_lower']:.2f})"
+    return f"{text} vs {evaluation['baseline']}" if evaluation.get("baseline") else text
 
 
 if __name__ == "__main__":  # pragma: no cover

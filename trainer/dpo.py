@@ -91,6 +91,8 @@ def build_dpo_config(settings: TrainerSettings, output_dir: Path, device: str, g
         per_device_eval_batch_size=settings.ref_batch_size,
         gradient_accumulation_steps=settings.grad_accum,
         beta=settings.beta,
+        loss_type=list(settings.loss_type),
+        loss_weights=list(settings.loss_weights) or None,
         max_length=settings.max_length,
         seed=settings.seed,
         data_seed=settings.seed,

@@ -66,6 +66,12 @@ class TrainerSettings:
     warmup_ratio: float = 0.1
     # DPO temperature: higher keeps the policy closer to the reference. 0.1 is the DPO paper's value.
     beta: float = 0.1
+    # TRL loss types, combined with `loss_weights` (one weight per type; empty = all 1). `sigmoid` is DPO;
+    # adding `sft` (an NLL term on the chosen text, as in RPO) makes the policy raise the chosen text's
+    # likelihood instead of only lowering the rejected one's: what a small model needs to pick up a
+    # new habit (e.g. an opener it never produces) from one micro-batch.
+    loss_type: list[str] = field(default_factory=lambda: ["sigmoid"])
+    loss_weights: list[float] = field(default_factory=list)
     # Seed of data order, LoRA init, replay sampling and duplication; a snapshot re-run repeats exactly.
     seed: int = 0
 
@@ -159,6 +165,13 @@ class TrainerSettings:
         if any(w <= 0 for w in weights.values()):
             raise ConfigError(f'"source_weights" should all be greater than zero, got {weights}')
         self.source_weights = {s: weights.get(s, 1.0) for s in SOURCES}
+        known_losses = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                        "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+        bad = [name for name in self.loss_type if name not in known_losses]
+        if not self.loss_type or bad:
+            raise ConfigError(f'"loss_type" should name TRL loss types ({", ".join(known_losses)}), got {self.loss_type}')
+        if self.loss_weights and len(self.loss_weights) != len(self.loss_type):
+            raise ConfigError(f'"loss_weights" should have one weight per loss type ({len(self.loss_type)}), got {self.loss_weights}')
         if not self.lora_target_modules:
             raise ConfigError('"lora_target_modules" should name at least one module, got none')
         if "lm_head" in self.lora_target_modules:

@@ -19,7 +19,7 @@ from prefloop.services.process import ManagedProcess, ensure_port_free, pid_aliv
 from prefloop.services.redis_server import RedisService, ensure_redis_server
 from prefloop.settings import Settings
 
-ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer", "rollout")
+ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer", "evaluator", "rollout")
 
 
 class Service(Protocol):
@@ -97,7 +97,20 @@ class WorkerService(PythonService):
         return pid is not None and (self.settings.home / "run" / f"worker-{pid}.ready").exists()
 
 
-class TrainerService(PythonService):
+class LogReadyService(PythonService):
+    """A service that is ready once this run (the log text after the last start header) printed READY_LINE."""
+
+    READY_LINE = ""
+
+    def healthy(self) -> bool:
+        try:
+            text = self.proc.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+        return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
+
+
+class TrainerService(LogReadyService):
     """The training service: consumes training.requests and runs one DPO job at a time."""
 
     READY_LINE = "prefloop trainer: consuming"
@@ -105,29 +118,23 @@ class TrainerService(PythonService):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, "trainer", "prefloop.cli", ["trainer"])
 
-    def healthy(self) -> bool:
-        # Ready once this run (the text after the last start header) says it is consuming.
-        try:
-            text = self.proc.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return False
-        return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
+
+class EvaluatorService(LogReadyService):
+    """The offline gate: consumes training.results, publishes PROMOTE/REJECT on models.promotions (evaluator/gate/)."""
+
+    READY_LINE = "prefloop evaluator: consuming"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, "evaluator", "prefloop.cli", ["evaluator"])
 
 
-class RolloutService(PythonService):
+class RolloutService(LogReadyService):
     """The canary rollout controller: acts on PROMOTE events and live metrics (evaluator/rollout/)."""
 
     READY_LINE = "prefloop rollout: watching"
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings, "rollout", "prefloop.cli", ["rollout", "run"])
-
-    def healthy(self) -> bool:
-        try:
-            text = self.proc.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return False
-        return self.proc.pid() is not None and self.READY_LINE in text.rsplit("\n--- ", 1)[-1]
 
 
 def build_services(settings: Settings) -> dict[str, Service]:
@@ -137,6 +144,7 @@ def build_services(settings: Settings) -> dict[str, Service]:
     services["worker"] = WorkerService(settings)
     services["collector"] = CollectorService(settings)
     services["trainer"] = TrainerService(settings)
+    services["evaluator"] = EvaluatorService(settings)
     services["rollout"] = RolloutService(settings)
     return services
 

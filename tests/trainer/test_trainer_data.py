@@ -8,6 +8,7 @@ import pytest
 from trainer_synthetic import polite_pairs
 
 from schemas import PairSource, pair_hash
+from prefloop.errors import ConfigError
 from trainer.errors import PairsFileError, SnapshotError, TooFewPairsError
 from trainer.mix import build_mix, replay_count, weight_copies
 from trainer.pairs_io import pair_from_dict, read_pairs_file
@@ -149,3 +150,16 @@ def test_pairs_file_defaults_and_extra_fields(tmp_path):
     assert pair.source is PairSource.EDIT and pair.weight == 2.0
     assert pair_from_dict(polite_pairs(1)[0]).source is PairSource.CHOICE
     assert pair_from_dict({**row, "pair_id": "given"}).pair_id == "given"
+
+
+def test_loss_types_reach_trls_config_and_bad_ones_are_refused(tmp_path):
+    from trainer.dpo import build_dpo_config
+
+    settings = TrainerSettings(loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.5])
+    config = build_dpo_config(settings, tmp_path, "cpu", False)
+    assert config.loss_type == ["sigmoid", "sft"] and config.loss_weights == [1.0, 0.5]
+    assert build_dpo_config(TrainerSettings(), tmp_path, "cpu", False).loss_weights is None
+    with pytest.raises(ConfigError, match='"loss_type" should name TRL loss types'):
+        TrainerSettings(loss_type=["dpo"])
+    with pytest.raises(ConfigError, match='"loss_weights" should have one weight per loss type'):
+        TrainerSettings(loss_type=["sigmoid", "sft"], loss_weights=[1.0])
