@@ -127,7 +127,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from prefloop.services.kafka import create_topics
 
     settings = load_settings()
-    created = asyncio.run(create_topics(settings.bootstrap_servers, settings.topics()))
+    created = asyncio.run(create_topics(settings, settings.topics()))
     print(f"topics created: {', '.join(created) or 'none (all exist)'}")
     store = connect(settings)
     try:

@@ -25,6 +25,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
 from prefloop import topics
+from prefloop.kafka_client import diagnose, kafka_options
 from prefloop.privacy import PrivacySettings, Pseudonymiser
 from prefloop.sdk.config import ClientSettings
 from prefloop.sdk.exceptions import ClientClosedError, DeliveryError, KafkaUnavailableError
@@ -70,6 +71,7 @@ class FeedbackClient:
         registry: SchemaRegistry | None = None,
     ) -> None:
         settings = settings if settings is not None else load_settings()
+        self._settings = settings
         overrides = {
             "linger_ms": linger_ms,
             "max_batch_size": max_batch_size,
@@ -82,6 +84,7 @@ class FeedbackClient:
         # replace() runs ClientSettings' checks again on the overridden values.
         self.config = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
         self.bootstrap_servers = bootstrap_servers or settings.bootstrap_servers
+        self._kafka = kafka_options(settings, self.bootstrap_servers)  # [kafka] security settings
         self._registry = registry or default_registry()
         # [privacy] pseudonymise_user_ids: user ids are replaced here, so no raw id reaches Kafka.
         self._pseudonymiser = Pseudonymiser.from_settings(settings.section(PrivacySettings, "privacy"))
@@ -111,7 +114,7 @@ class FeedbackClient:
 
     def producer_options(self) -> dict[str, Any]:
         """The exact aiokafka producer configuration this client uses."""
-        return {"bootstrap_servers": self.bootstrap_servers, **self.config.producer_options()}
+        return {**self._kafka, **self.config.producer_options()}
 
     async def start(self) -> None:
         """Connect to Kafka. Sending starts the client on first use, so calling this is optional."""
@@ -133,10 +136,7 @@ class FeedbackClient:
                     await producer.start()
                 except Exception as exc:
                     await producer.stop()
-                    raise KafkaUnavailableError(
-                        f"cannot connect to Kafka at {self.bootstrap_servers} ({type(exc).__name__}: {exc}); "
-                        "is `prefloop up` running, or is PREFLOOP_KAFKA_BOOTSTRAP right?"
-                    ) from exc
+                    raise KafkaUnavailableError(await diagnose(exc, self._settings, self.bootstrap_servers)) from exc
                 self._producer = producer
         return self._producer
 
