@@ -36,7 +36,7 @@ KAFKA_SECRET = "Kafka-s3cret-for-tests"
 REDIS_SECRET = "Redis-s3cret-for-tests"
 ALICE_SECRET = "Alice-s3cret-for-tests"
 SECRETS = (KAFKA_SECRET, REDIS_SECRET, ALICE_SECRET)
-SERVICES = ["kafka", "redis", "analytics", "worker", "collector", "rollout"]
+SERVICES = ["kafka", "redis", "analytics", "worker", "collector", "trainer", "evaluator", "rollout"]
 
 
 def make_certificates(directory: Path) -> tuple[Path, Path]:
@@ -101,7 +101,8 @@ async def _read_pairs(settings: Settings) -> list:
 
 
 def test_every_service_and_client_works_over_sasl_ssl_and_a_password_protected_redis(secure: Settings):
-    # the SDK, then the collector, then the streams worker (Faust) turning both into pairs
+    # the SDK, then the collector, then the streams worker (Faust) turning both into pairs; the trainer, the
+    # evaluator and the rollout controller are up, so their consumers and producers connected over SASL_SSL too
     async def emit() -> None:
         async with FeedbackClient(secure) as client:
             r = await client.response(prompt="How do I sort a list?", response="Call sorted(items).", model_version="v1",
