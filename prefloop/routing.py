@@ -87,3 +87,40 @@ def write_table(redis_client: Any, table: RoutingTable) -> None:
 
 async def write_table_async(redis_client: Any, table: RoutingTable) -> None:
     await redis_client.hset(keys.ROUTING, mapping=table.to_redis())
+
+
+@dataclass
+class CachedTable:
+    """The last table read from Redis, re-read at most every `max_age_s` (the gateway and the SDK).
+
+    A failed read keeps the last table: with Redis down, users stay on the versions they had.
+    """
+
+    max_age_s: float = 1.0
+    table: RoutingTable | None = None
+    read_at: float = float("-inf")  # time.monotonic() of the last read attempt
+    ok_at: float | None = None  # time.monotonic() of the last successful read
+    error: str = ""  # why the last read failed; empty after a success
+
+    def due(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) - self.read_at >= self.max_age_s
+
+    def succeeded(self, table: RoutingTable | None, now: float | None = None) -> None:
+        """Record a read; None (no table in Redis) keeps the last table."""
+        self.read_at = self.ok_at = time.monotonic() if now is None else now
+        self.error = ""
+        if table is not None:
+            self.table = table
+
+    def failed(self, exc: BaseException, now: float | None = None) -> None:
+        self.read_at = time.monotonic() if now is None else now
+        self.error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+    async def refresh(self, redis_client: Any, force: bool = False) -> RoutingTable | None:
+        """Re-read the table when due (or `force`d); returns the table in force."""
+        if force or self.due():
+            try:
+                self.succeeded(await read_table_async(redis_client))
+            except Exception as exc:  # noqa: BLE001 - any Redis failure keeps the last table
+                self.failed(exc)
+        return self.table

@@ -74,6 +74,10 @@ class Settings:
     collector_max_body_bytes: int = 1_048_576
     # Most events one request may carry (a 1 MiB body of tiny bad items would otherwise mean 500k checks).
     collector_max_events: int = 5_000
+    # OpenAI-compatible serving gateway (`prefloop serve`); its own knobs are the [serve] section.
+    # Loopback by default: another address needs API keys ([serve_auth], prefloop/auth/).
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 18000
     # Partition counts of the contract topics; all are created explicitly at start-up.
     responses_partitions: int = 8
     actions_partitions: int = 8
@@ -88,7 +92,7 @@ class Settings:
     def __post_init__(self) -> None:
         self.home = Path(self.home).expanduser().resolve()
         self.cache_dir = Path(self.cache_dir).expanduser().resolve()
-        for name in ("kafka_port", "kafka_controller_port", "redis_port", "analytics_port", "collector_port"):
+        for name in ("kafka_port", "kafka_controller_port", "redis_port", "analytics_port", "collector_port", "serve_port"):
             port = getattr(self, name)
             if not 1 <= port <= 65535:
                 raise ConfigError(f'"{name}" should be a TCP port between 1 and 65535, got {port}')
@@ -140,6 +144,10 @@ class Settings:
     @property
     def collector_url(self) -> str:
         return f"http://{self.collector_host}:{self.collector_port}"
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://{self.serve_host}:{self.serve_port}"
 
     def topics(self) -> list[TopicSpec]:
         from prefloop import topics

@@ -24,12 +24,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
-from prefloop import topics
+from prefloop import routing, topics
 from prefloop.kafka_client import diagnose, kafka_options
 from prefloop.privacy import PrivacySettings, Pseudonymiser
 from prefloop.sdk.config import ClientSettings
-from prefloop.sdk.exceptions import ClientClosedError, DeliveryError, KafkaUnavailableError
-from prefloop.settings import Settings, load_settings
+from prefloop.sdk.exceptions import ClientClosedError, DeliveryError, KafkaUnavailableError, RoutingUnavailableError
+from prefloop.settings import Settings, load_settings, redact_url
 from schemas import encode
 from schemas.codec import SchemaRegistry, default_registry
 from schemas.records import Action, ActionKind, AvroRecord, Response, new_event_id
@@ -85,6 +85,10 @@ class FeedbackClient:
         self.config = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
         self.bootstrap_servers = bootstrap_servers or settings.bootstrap_servers
         self._kafka = kafka_options(settings, self.bootstrap_servers)  # [kafka] security settings
+        self.redis_dsn = settings.redis_dsn
+        # The routing table for choose_model(): read from Redis at most once a second, like the gateway.
+        self._routing = routing.CachedTable(max_age_s=1.0)
+        self._redis: Any = None
         self._registry = registry or default_registry()
         # [privacy] pseudonymise_user_ids: user ids are replaced here, so no raw id reaches Kafka.
         self._pseudonymiser = Pseudonymiser.from_settings(settings.section(PrivacySettings, "privacy"))
@@ -174,6 +178,9 @@ class FeedbackClient:
         self._closed = True
         # From here on send() finds no producer and raises ClientClosedError.
         producer, self._producer = self._producer, None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
         if producer is None:
             return
         try:
@@ -187,6 +194,24 @@ class FeedbackClient:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.close()
+
+    # -- routing -----------------------------------------------------------------------
+
+    async def choose_model(self, user_id: str | None) -> str:
+        """The model version `user_id` is served, by the same routing table and sticky canary rule as
+        `prefloop serve` (prefloop/routing.py), for apps that serve models themselves. The table is
+        re-read at most once a second; with Redis unreachable the last table read stays in force."""
+        if self._closed:
+            raise ClientClosedError("this FeedbackClient is closed; create a new one to choose models")
+        if self._redis is None:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.Redis.from_url(self.redis_dsn, socket_timeout=1.0, socket_connect_timeout=1.0)
+        table = await self._routing.refresh(self._redis)
+        if table is None:
+            why = f"Redis is unreachable ({self._routing.error})" if self._routing.error else "no version is in production yet"
+            raise RoutingUnavailableError(f"no routing table at {redact_url(self.redis_dsn)}: {why}; is `prefloop up` running?")
+        return table.version_for(user_id)
 
     # -- events ------------------------------------------------------------------------
 

@@ -19,3 +19,7 @@ class DeliveryError(PrefloopError):
 
 class ClientClosedError(PrefloopError):
     """An event was sent through a client after `close()`."""
+
+
+class RoutingUnavailableError(ServiceError):
+    """`choose_model` found no routing table: Redis unreachable and no table read before, or none written yet."""

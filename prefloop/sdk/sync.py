@@ -80,6 +80,10 @@ class SyncFeedbackClient:
             )
         )
 
+    def choose_model(self, user_id: str | None) -> str:
+        """The model version `user_id` is served (see FeedbackClient.choose_model)."""
+        return self._call(self._client.choose_model(user_id))
+
     def action(
         self,
         *,

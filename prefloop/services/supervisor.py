@@ -19,7 +19,7 @@ from prefloop.services.process import ManagedProcess, ensure_port_free, pid_aliv
 from prefloop.services.redis_server import RedisService, ensure_redis_server
 from prefloop.settings import Settings
 
-ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer", "evaluator", "rollout")
+ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer", "evaluator", "gateway", "rollout")
 
 
 class Service(Protocol):
@@ -137,6 +137,28 @@ class RolloutService(LogReadyService):
         super().__init__(settings, "rollout", "prefloop.cli", ["rollout", "run"])
 
 
+class GatewayService(PythonService):
+    """`prefloop serve`: healthy once it answers /health (while its model still loads, too: requests
+    get 503 until it is ready, and /health says which)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, "gateway", "prefloop.cli", ["serve"])
+        self.port = (settings.serve_port, "serve_port")
+
+    def healthy(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        host = self.settings.serve_host
+        if host in ("0.0.0.0", "::", ""):  # bound to every address: ask on loopback
+            host = "127.0.0.1"
+        try:
+            with urllib.request.urlopen(f"http://{host}:{self.settings.serve_port}/health", timeout=2) as answer:
+                return answer.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+
 def build_services(settings: Settings) -> dict[str, Service]:
     services: dict[str, Service] = {"kafka": KafkaService(settings), "redis": RedisService(settings)}
     if settings.embedded_analytics:
@@ -145,6 +167,7 @@ def build_services(settings: Settings) -> dict[str, Service]:
     services["collector"] = CollectorService(settings)
     services["trainer"] = TrainerService(settings)
     services["evaluator"] = EvaluatorService(settings)
+    services["gateway"] = GatewayService(settings)
     services["rollout"] = RolloutService(settings)
     return services
 

@@ -1,0 +1,1 @@
+"""Backends that generate answers: `local` (transformers + PEFT) and `openai` (an upstream such as vLLM)."""

@@ -1,0 +1,109 @@
+"""`prefloop serve`: argument parsing, the bind rule, and wiring settings into a running gateway."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import logging
+
+from prefloop.errors import ConfigError
+from prefloop.setting_fields import add_flags
+from prefloop.serving.settings import ServeSettings
+from prefloop.settings import Settings, load_settings
+
+FLAGS = ("backend", "base_model", "device", "upstream_url", "batch_window_ms", "max_batch_size", "queue_size", "capture")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"should be an integer, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"should be a TCP port between 1 and 65535, got {value}")
+    return value
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from trainer.cli import _one_line_errors
+
+    p = _one_line_errors(sub.add_parser(
+        "serve", help="OpenAI-compatible gateway: routes users to model versions and records every answer",
+        description="Serve /v1/chat/completions and /v1/models. Flags override the [serve] settings.",
+    ))
+    p.add_argument("--host", help="address to bind (default: setting serve_host, 127.0.0.1)")
+    p.add_argument("--port", type=_port, help="port to bind (default: setting serve_port, 18000)")
+    add_flags(p, ServeSettings, FLAGS)
+    p.set_defaults(handler=cmd_serve)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to anything
+
+
+def check_bind(host: str, serve: ServeSettings) -> None:
+    if not is_loopback(host) and not serve.api_key_hashes:
+        raise ConfigError(f"refusing to serve on {host} without API keys; set [serve] api_key_hashes "
+                          "(sha256 of each key: printf %s KEY | sha256sum) or bind 127.0.0.1")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings(serve_host=args.host, serve_port=args.port)
+    overrides = {name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None}
+    serve = dataclasses.replace(settings.section(ServeSettings, "serve"), **overrides)
+    check_bind(settings.serve_host, serve)
+    run(settings, serve)
+    return 0
+
+
+def build_gateway(settings: Settings, serve: ServeSettings):  # -> server.Gateway
+    """The gateway's parts from settings. Registers the base model as v1.0 if the registry is empty,
+    so a fresh install serves the base model as production."""
+    from prefloop.sdk.client import FeedbackClient
+    from prefloop.serving.capture import ResponseCapture
+    from prefloop.serving.routing_cache import RoutingCache
+    from prefloop.serving.server import Gateway
+    from prefloop.serving.versions import RegistryView
+    from trainer.mirror import open_registry
+    from trainer.settings import TrainerSettings
+
+    trainer = settings.section(TrainerSettings, "trainer")
+    base_spec = serve.base_model or trainer.base_model
+    registry = open_registry(settings)
+    try:
+        registry.ensure_base(base_spec)
+    finally:
+        registry.mirror.close()
+    if serve.backend == "local":
+        from prefloop.serving.backends.local import LocalBackend
+
+        backend = LocalBackend(serve, base_spec, settings.cache_dir, chat_template=trainer.chat_template)
+    else:
+        from prefloop.serving.backends.upstream import UpstreamBackend
+
+        backend = UpstreamBackend(serve)
+    versions = RegistryView(settings.home)
+    routing = RoutingCache(settings.redis_dsn, serve.routing_refresh_s, serve.redis_timeout_s, versions.production)
+    capture = ResponseCapture(FeedbackClient(settings, client_id="prefloop-gateway") if serve.capture else None)
+    return Gateway(serve, backend, routing, versions, capture)
+
+
+def run(settings: Settings, serve: ServeSettings) -> None:
+    """Serve until SIGINT/SIGTERM; buffered Responses are flushed on the way out."""
+    from aiohttp import web
+
+    from prefloop.services.process import ensure_port_free
+    from prefloop.serving.server import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ensure_port_free(settings.serve_port, "gateway", "serve_port")
+    app = create_app(build_gateway(settings, serve))
+    logging.getLogger("prefloop.serve").info(
+        "gateway on %s (backend %s, capture %s)", settings.serve_url, serve.backend, "on" if serve.capture else "off")
+    web.run_app(app, host=settings.serve_host, port=settings.serve_port, print=None, access_log=None)
