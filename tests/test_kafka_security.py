@@ -6,6 +6,7 @@ refused with one line, and no secret appears in any log, status output, error or
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import openai
 import pytest
 import redis
 import requests
@@ -36,7 +38,8 @@ KAFKA_SECRET = "Kafka-s3cret-for-tests"
 REDIS_SECRET = "Redis-s3cret-for-tests"
 ALICE_SECRET = "Alice-s3cret-for-tests"
 SECRETS = (KAFKA_SECRET, REDIS_SECRET, ALICE_SECRET)
-SERVICES = ["kafka", "redis", "analytics", "worker", "collector", "trainer", "evaluator", "rollout"]
+GATEWAY_KEY = "pfk_gateway-key-for-tests"
+SERVICES = ["kafka", "redis", "analytics", "worker", "collector", "trainer", "evaluator", "gateway", "rollout"]
 
 
 def make_certificates(directory: Path) -> tuple[Path, Path]:
@@ -66,10 +69,12 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         'security_protocol = "SASL_SSL"\nsasl_mechanism = "SCRAM-SHA-512"\nsasl_username = "prefloop"\n'
         f'sasl_password = "{KAFKA_SECRET}"\nssl_cafile = "{ca}"\nbroker_keystore = "{keystore}"\n'
         "[streams]\nsession_timeout_s = 6\ncommit_interval_s = 0.5\nsink_batch_s = 0.3\n"
+        '[trainer]\nbase_model = "tiny"\n[serve]\ndevice = "cpu"\ncpu_threads = 1\n'
+        f'[serve_auth]\nkeys = ["tests:{hashlib.sha256(GATEWAY_KEY.encode()).hexdigest()}"]\n'
     )
     settings = Settings(home=work / "home", kafka_port=free_port(), kafka_controller_port=free_port(),
                         redis_port=free_port(), analytics_port=free_port(), collector_port=free_port(),
-                        start_timeout_s=180, redis_password=REDIS_SECRET)
+                        serve_port=free_port(), start_timeout_s=180, redis_password=REDIS_SECRET)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PREFLOOP_CONFIG", str(config))
         for key, value in service_env(settings).items():
@@ -131,6 +136,35 @@ def test_every_service_and_client_works_over_sasl_ssl_and_a_password_protected_r
         assert store.query("SELECT count() FROM preference_pairs FINAL").rows[0][0] >= 2
     finally:
         store.close()
+
+    # the gateway: its API key (the shared prefloop/auth), then its capture producing over SASL_SSL
+    assert requests.get(f"{secure.serve_url}/v1/models", timeout=30).status_code == 401
+    gateway = openai.OpenAI(base_url=f"{secure.serve_url}/v1", api_key=GATEWAY_KEY, max_retries=0, timeout=120)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            completion = gateway.chat.completions.create(model="auto", messages=[{"role": "user", "content": "Hi"}],
+                                                         max_tokens=4, user="sec-user")
+            break
+        except openai.APIStatusError as exc:  # 503 while the model loads
+            if exc.status_code != 503 or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+    async def captured() -> set[str]:
+        consumer = AIOKafkaConsumer(topics.RESPONSES, **kafka_options(secure), group_id=None,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            batch = await consumer.getmany(timeout_ms=3000)
+            return {decode(m.value).response_id for messages in batch.values() for m in messages}
+        finally:
+            await consumer.stop()
+
+    deadline = time.monotonic() + 60
+    while completion.id not in asyncio.run(captured()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert completion.id in asyncio.run(captured())
 
     status = cli("status", "--json")
     assert status.returncode == 0, status.stderr

@@ -17,6 +17,7 @@ from prefloop.errors import ConfigError
 from prefloop.setting_fields import check_fields, setting
 
 SECTIONS = {"collector": "collector_auth", "serve": "serve_auth"}  # service -> its settings section
+NAMES = {"collector": "collector", "serve": "gateway"}  # service -> what messages call it
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -83,6 +84,6 @@ def check_bind(host: str, auth: AuthSettings, service: str, insecure: bool = Fal
     if is_loopback(host) or auth.keys or insecure or auth.insecure:
         return
     section = SECTIONS.get(service, f"{service}_auth")
-    raise ConfigError(f"refusing to serve the {service} on {host} without API keys: add one with "
+    raise ConfigError(f"refusing to serve the {NAMES.get(service, service)} on {host} without API keys: add one with "
                       f"`prefloop keys create NAME --service {service}` ([{section}] keys), bind 127.0.0.1, "
                       "or pass --insecure")
