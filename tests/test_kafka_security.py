@@ -222,3 +222,46 @@ def test_no_secret_in_any_log_status_error_or_repr(secure: Settings):
     for secret in SECRETS:
         leaks = [t[max(0, t.find(secret) - 80):t.find(secret) + 40] for t in texts if secret in t]
         assert not leaks, f"{secret!r} printed: {leaks[:2]}"
+
+
+def test_redis_over_tls_with_a_rediss_url(secure: Settings, tmp_path):
+    """An external Redis with TLS and a password: every client takes it from redis_url (`rediss://`)."""
+    from prefloop import redis_outage
+
+    ca = Path(os.environ["PREFLOOP_CONFIG"]).parent / "ca.pem"
+    port = free_port()
+    log = open(tmp_path / "redis-tls.log", "wb")
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(ca.parent / "broker.crt"), "--tls-key-file", str(ca.parent / "broker.key"),
+         "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path), "--requirepass", REDIS_SECRET],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"rediss://:{REDIS_SECRET}@127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis.from_url(url, socket_timeout=2).ping():
+                    break
+            except redis.ConnectionError:
+                time.sleep(0.2)
+
+        async def ping() -> bool:  # the streams worker's client
+            client = redis_outage.connect(url, 5)
+            try:
+                return bool(await client.ping())
+            finally:
+                await client.aclose()
+
+        assert asyncio.run(ping())
+        status = cli("status", "--json", PREFLOOP_REDIS_URL=url)
+        report = json.loads(status.stdout)
+        assert report["trigger"] and not [p for p in report["problems"] if p.startswith("trigger")], report["problems"]
+        assert REDIS_SECRET not in status.stdout + status.stderr
+        refused = cli("status", "--json", PREFLOOP_REDIS_URL=url.replace(REDIS_SECRET, "Not-the-redis-pw"))
+        assert "Not-the-redis-pw" not in refused.stdout + refused.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
