@@ -20,7 +20,6 @@ from prefloop.auth.settings import AuthSettings
 
 # error(status, message, code, headers) -> the service's own error body (JSON for the collector, OpenAI's for the gateway)
 ErrorFactory = Callable[[int, str, str, dict[str, str]], web.Response]
-KEY_NAME: web.RequestKey[str] = web.RequestKey("prefloop_api_key_name", str)  # the caller's key name, for handlers
 
 
 def protect(app: web.Application, auth: AuthSettings, error: ErrorFactory, prefix: str = "/v1/") -> None:
@@ -43,7 +42,6 @@ def protect(app: web.Application, auth: AuthSettings, error: ErrorFactory, prefi
             if found.revoked:
                 return error(403, f"API key {found.name!r} was revoked; ask for a new key", "revoked_api_key", {})
             caller = found.name
-            request[KEY_NAME] = caller
         wait = limiter.retry_after(caller)
         if wait is not None:
             return error(429, f"rate limit of {auth.rate_limit_per_s:g} requests/s exceeded; retry in {wait}s",

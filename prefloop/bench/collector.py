@@ -248,30 +248,41 @@ def run_collector_bench(
         script.write_text(WRK_SCRIPT.format(body=work / "body.json", auth=auth))
         bootstrap = settings.bootstrap_servers
         try:
-            asyncio.run(create_topic(bootstrap, responses, settings.responses_partitions))
-            asyncio.run(create_topic(bootstrap, actions, settings.actions_partitions))
-        except Exception as exc:
-            raise BenchError(f"cannot create the bench topics on Kafka at {bootstrap} ({exc}); start it with `prefloop up`") from exc
-        collector = CollectorProcess(settings, responses, actions, work / "collector.log", bench_config(work, api_key))
-        try:
-            collector.wait_ready(settings.start_timeout_s)
-            url = collector.url + "/v1/events"
-            warm = run_wrk(wrk, url, script, connections, 2, batch)  # connections, metadata, the broker's segments
-            accepted = warm.accepted
-            http_rounds, sdk_rounds = [], []
-            for _ in range(rounds):
-                sdk_rounds.append(asyncio.run(_sdk_round(settings, responses, actions, inputs, duration_s)))
-                cpu = collector.cpu_s()
-                http_rounds.append(run_wrk(wrk, url, script, connections, duration_s, batch))
-                http_rounds[-1].cpu_s = collector.cpu_s() - cpu
-                accepted += http_rounds[-1].accepted
-        finally:
-            collector.stop()
-        try:
-            totals = asyncio.run(end_offsets(bootstrap, [responses, actions]))
+            try:
+                asyncio.run(create_topic(settings, responses, settings.responses_partitions))
+                asyncio.run(create_topic(settings, actions, settings.actions_partitions))
+            except Exception as exc:
+                raise BenchError(f"cannot create the bench topics on Kafka at {bootstrap} ({exc}); start it with `prefloop up`") from exc
+            collector = CollectorProcess(settings, responses, actions, work / "collector.log", bench_config(work, api_key))
+            try:
+                collector.wait_ready(settings.start_timeout_s)
+                url = collector.url + "/v1/events"
+                warm = run_wrk(wrk, url, script, connections, 2, batch)  # connections, metadata, the broker's segments
+                accepted = warm.accepted
+                http_rounds: list[HttpRound] = []
+                sdk_rounds: list[SdkRound] = []
+
+                def http_round() -> None:
+                    cpu = collector.cpu_s()
+                    http_rounds.append(run_wrk(wrk, url, script, connections, duration_s, batch))
+                    http_rounds[-1].cpu_s = collector.cpu_s() - cpu
+
+                def sdk_round() -> None:
+                    sdk_rounds.append(asyncio.run(_sdk_round(settings, responses, actions, inputs, duration_s)))
+
+                for index in range(rounds):  # the order alternates, so neither side always runs on a warmer machine
+                    for side in ((sdk_round, http_round) if index % 2 == 0 else (http_round, sdk_round)):
+                        side()
+                accepted += sum(r.accepted for r in http_rounds)
+            finally:
+                collector.stop()
+            totals = asyncio.run(end_offsets(settings, [responses, actions]))
         finally:
             for topic in (responses, actions):
-                asyncio.run(delete_topic(bootstrap, topic))
+                try:
+                    asyncio.run(delete_topic(settings, topic))
+                except Exception:  # never created, or Kafka gone: nothing to clean
+                    pass
     sdk_sent = sum(r.phase.events for r in sdk_rounds)
     return CollectorResult(batch, connections, http_rounds, sdk_rounds, accepted, sum(totals.values()), sdk_sent)
 

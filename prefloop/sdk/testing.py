@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from prefloop.kafka_client import options_for
+from prefloop.settings import Settings
 from schemas import decode
 from schemas.records import AvroRecord
 
@@ -29,7 +30,7 @@ class Consumed:
         return decode(self.value)
 
 
-async def create_topic(bootstrap_servers: str, name: str, partitions: int) -> None:
+async def create_topic(bootstrap_servers: Settings | str, name: str, partitions: int) -> None:
     admin = AIOKafkaAdminClient(**options_for(bootstrap_servers))
     await admin.start()
     try:
@@ -39,7 +40,7 @@ async def create_topic(bootstrap_servers: str, name: str, partitions: int) -> No
     await _wait_for_metadata(bootstrap_servers, name, partitions)
 
 
-async def delete_topic(bootstrap_servers: str, name: str) -> None:
+async def delete_topic(bootstrap_servers: Settings | str, name: str) -> None:
     admin = AIOKafkaAdminClient(**options_for(bootstrap_servers))
     await admin.start()
     try:
@@ -48,7 +49,7 @@ async def delete_topic(bootstrap_servers: str, name: str) -> None:
         await admin.close()
 
 
-async def list_topics(bootstrap_servers: str) -> list[str]:
+async def list_topics(bootstrap_servers: Settings | str) -> list[str]:
     admin = AIOKafkaAdminClient(**options_for(bootstrap_servers))
     await admin.start()
     try:
@@ -57,7 +58,7 @@ async def list_topics(bootstrap_servers: str) -> list[str]:
         await admin.close()
 
 
-async def _wait_for_metadata(bootstrap_servers: str, topic: str, partitions: int, timeout_s: float = 30.0) -> None:
+async def _wait_for_metadata(bootstrap_servers: Settings | str, topic: str, partitions: int, timeout_s: float = 30.0) -> None:
     consumer = AIOKafkaConsumer(**options_for(bootstrap_servers), enable_auto_commit=False)
     await consumer.start()
     try:
@@ -71,7 +72,7 @@ async def _wait_for_metadata(bootstrap_servers: str, topic: str, partitions: int
         await consumer.stop()
 
 
-async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
+async def end_offsets(bootstrap_servers: Settings | str, topic: str) -> dict[int, int]:
     """Next offset per partition of `topic`."""
     consumer = AIOKafkaConsumer(**options_for(bootstrap_servers), enable_auto_commit=False)
     await consumer.start()
