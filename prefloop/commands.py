@@ -13,8 +13,8 @@ from prefloop.settings import load_settings
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("up", help="start Kafka, Redis, the analytics store, a streams worker, the collector, the trainer, the evaluator, the gateway and the rollout controller")
-    p.add_argument("--only", metavar="LIST", help="comma-separated subset: kafka,redis,analytics,worker,collector,trainer,evaluator,gateway,rollout")
+    p = sub.add_parser("up", help="start Kafka, Redis, the analytics store, a streams worker, the collector, the trainer, the evaluator, the gateway, the rollout controller and the web app")
+    p.add_argument("--only", metavar="LIST", help="comma-separated subset: kafka,redis,analytics,worker,collector,trainer,evaluator,gateway,rollout,web")
     p.set_defaults(handler=cmd_up)
 
     p = sub.add_parser("down", help="stop what `up` started (data is kept)")
@@ -59,7 +59,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     ingest.add_bench_command(bench_sub)
     collector_bench.add_bench_command(bench_sub)
-    for module in ("streams.bench", "trainer.bench", "evaluator.gate.bench", "prefloop.serving.bench"):
+    for module in ("streams.bench", "trainer.bench", "evaluator.gate.bench", "prefloop.serving.bench", "prefloop.web.bench"):
         try:
             mod = __import__(module, fromlist=["add_bench_command"])
         except ImportError:

@@ -78,6 +78,10 @@ class Settings:
     # Loopback by default: another address needs API keys ([serve_auth], prefloop/auth/).
     serve_host: str = "127.0.0.1"
     serve_port: int = 18000
+    # The web app (`prefloop web`: arena, leaderboard, dashboard); its own knobs are the [web] section.
+    # Loopback by default: another address needs [web] username and password.
+    web_host: str = "127.0.0.1"
+    web_port: int = 17860
     # Partition counts of the contract topics; all are created explicitly at start-up.
     responses_partitions: int = 8
     actions_partitions: int = 8
@@ -92,7 +96,8 @@ class Settings:
     def __post_init__(self) -> None:
         self.home = Path(self.home).expanduser().resolve()
         self.cache_dir = Path(self.cache_dir).expanduser().resolve()
-        for name in ("kafka_port", "kafka_controller_port", "redis_port", "analytics_port", "collector_port", "serve_port"):
+        for name in ("kafka_port", "kafka_controller_port", "redis_port", "analytics_port", "collector_port", "serve_port",
+                     "web_port"):
             port = getattr(self, name)
             if not 1 <= port <= 65535:
                 raise ConfigError(f'"{name}" should be a TCP port between 1 and 65535, got {port}')
@@ -148,6 +153,10 @@ class Settings:
     @property
     def serve_url(self) -> str:
         return f"http://{self.serve_host}:{self.serve_port}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"
 
     def topics(self) -> list[TopicSpec]:
         from prefloop import topics

@@ -29,6 +29,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         analytics_port=free_port(),
         collector_port=free_port(),
         serve_port=free_port(),
+        web_port=free_port(),
         start_timeout_s=120,
     )
     with open(os.devnull, "w") as quiet:

@@ -30,7 +30,8 @@ def sql_rows(env: dict[str, str], query: str) -> list[dict]:
 def test_up_emit_collect_pairs_down(tmp_path: Path) -> None:
     settings = Settings(
         home=tmp_path / "home", kafka_port=free_port(), kafka_controller_port=free_port(), redis_port=free_port(),
-        analytics_port=free_port(), collector_port=free_port(), serve_port=free_port(), start_timeout_s=120,
+        analytics_port=free_port(), collector_port=free_port(), serve_port=free_port(), web_port=free_port(),
+        start_timeout_s=120,
     )
     env = service_env(settings)
     env["PREFLOOP_SERVE_BASE_MODEL"] = "tiny"  # the gateway's model; tests/serving covers serving itself
@@ -38,7 +39,8 @@ def test_up_emit_collect_pairs_down(tmp_path: Path) -> None:
     pids = {p.stem: int(p.read_text()) for p in (settings.home / "run").glob("*.pid")}
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        assert set(pids) == {"watchdog", "kafka", "redis", "analytics", "worker", "collector", "trainer", "evaluator", "gateway", "rollout"}
+        assert set(pids) == {"watchdog", "kafka", "redis", "analytics", "worker", "collector", "trainer", "evaluator",
+                             "gateway", "rollout", "web"}
 
         emitted = cli(env, "emit", str(EXAMPLES))
         assert emitted.returncode == 0, emitted.stderr

@@ -52,6 +52,16 @@ def ch_time(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
+def sql_string(text: str) -> str:
+    """A ClickHouse string literal (for values that cannot be query parameters of every store)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def sql_time(ms: int) -> str:
+    """An instant (epoch milliseconds) as a ClickHouse DateTime64(3) expression in UTC."""
+    return f"fromUnixTimestamp64Milli(toInt64({int(ms)}), 'UTC')"
+
+
 def json_each_row(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
     lines = [json.dumps(dict(zip(columns, row)), ensure_ascii=False, separators=(",", ":")) for row in rows]
     return ("\n".join(lines) + "\n").encode() if lines else b""

@@ -30,8 +30,10 @@ def _version_pair(text: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def add_commands(sub: argparse._SubParsersAction, one_line_errors) -> None:
-    p = one_line_errors(sub.add_parser(
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    from trainer.cli import _one_line_errors
+
+    p = _one_line_errors(sub.add_parser(
         "simulate", help="synthetic users asking questions and giving feedback (through the gateway, or templates)",
         description="Users with a hidden preference (polite openers, short answers) ask questions at --rate per second "
                     "for --duration seconds and give thumbs, ratings, edits, accepts and A/B choices.",

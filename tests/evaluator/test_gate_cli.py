@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from conftest import install_candidate
+from gate_helpers import install_candidate
 from gate_synthetic import feature_pairs, length_pairs, write_jsonl
 
 from prefloop.cli import main as prefloop_main

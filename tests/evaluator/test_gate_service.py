@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import install_candidate
+from gate_helpers import install_candidate
 
 from evaluator.gate.service import promotion_event_id, run_service
 from prefloop import topics
@@ -93,7 +93,7 @@ def journal(home: Path) -> list[dict]:
 @pytest.fixture
 def service_home(tmp_path, gate_cache, services, monkeypatch):
     """A fresh home on the session's services, with the gate's test settings and a consumer group of its own."""
-    from conftest import gate_environment
+    from gate_helpers import gate_environment
 
     (tmp_path / "home").mkdir()
     monkeypatch.setenv("PREFLOOP_EVALUATOR_CONSUMER_GROUP", f"evaluator-test-{uuid.uuid4().hex[:8]}")

@@ -411,7 +411,7 @@ def test_lost_trigger_state_and_routing_write_are_taken_back(stack, tag, tmp_pat
     shutil.copyfile(incr, behind)
     fired = asyncio.run(check())
     assert fired is not None and fired.event_id in requests()
-    promoted = stack.cli("models", "promote", candidate.version)
+    promoted = stack.cli("models", "promote", candidate.version, "--to", "1.0")  # production now, no canary
     assert promoted.returncode == 0, promoted.stderr
     assert routing.read_table(client).production == candidate.version
     time.sleep(1.0)

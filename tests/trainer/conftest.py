@@ -17,12 +17,8 @@ sys.path.insert(0, str(Path(__file__).parent))  # for trainer_synthetic
 from prefloop.services.process import free_port  # noqa: E402
 from prefloop.settings import Settings  # noqa: E402
 from trainer.settings import TrainerSettings  # noqa: E402
+from trainer_synthetic import TINY  # noqa: E402
 
-# Fast, learnable settings for the tiny model (seconds per run on 2 CPU cores).
-TINY = dict(
-    base_model="tiny", max_length=48, batch_size=8, max_steps=30, learning_rate=5e-3, heldout_fraction=0.25,
-    progress=False, cpu_threads=1, ref_batch_size=32, device="cpu",
-)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import dataclasses
 import uuid
 
 import pytest
-from conftest import TINY
+from trainer_synthetic import TINY
 from trainer_synthetic import polite_pairs
 
 from prefloop import topics

@@ -37,3 +37,10 @@ def write_jsonl(path: Path, rows: list) -> Path:
     """Rows (dicts, or raw strings for deliberately bad lines) as a JSON-lines file."""
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
     return path
+
+
+# Fast, learnable settings for the tiny model (seconds per run on 2 CPU cores).
+TINY = dict(
+    base_model="tiny", max_length=48, batch_size=8, max_steps=30, learning_rate=5e-3, heldout_fraction=0.25,
+    progress=False, cpu_threads=1, ref_batch_size=32, device="cpu",
+)
