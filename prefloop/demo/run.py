@@ -91,12 +91,15 @@ class Traffic:
         self._runs = 0
 
     def start(self, ab_versions: tuple[str, str] | None = None, duration_s: float = 24 * 3600.0) -> None:
-        from prefloop.simulator.traffic import Simulation, SimulationConfig
+        from prefloop.simulator.traffic import FeedbackMix, Simulation, SimulationConfig
 
         self._runs += 1
+        # Comparing two pinned versions: every request is an A/B choice between them.
+        mix = FeedbackMix(thumbs=0.4, rating=0.15, edit=self.ds.edit_share, accept=0.1,
+                          ab_choice=1.0 if ab_versions else self.ds.choice_share)
         config = SimulationConfig(users=self.ds.users, rate=self.ds.rate, duration_s=duration_s,
                                   seed=self.ds.seed * 1000 + self._runs, concurrency=self.ds.concurrency,
-                                  ab_versions=ab_versions)
+                                  mix=mix, ab_versions=ab_versions)
         self._stop = asyncio.Event()
         self._simulation = Simulation(config, self.backend, self.feedback, truth=self.truth)
         self._task = asyncio.create_task(self._simulation.run(self._stop))
@@ -290,7 +293,8 @@ async def _steps(settings, ds, clock, summary, record, watcher, traffic, store) 
                 decision = {"decision": r.decision.value, "traffic_fraction": r.traffic_fraction, "reason": r.reason}
                 if decision not in summary.rollout["decisions"]:
                     summary.rollout["decisions"].append(decision)
-                    clock.say("rollout", f"{r.decision.value} → {r.traffic_fraction:.0%} of users: {r.reason[:100]}")
+                    if r.decision is PromotionDecision.ADVANCE:  # the final decision is the step's own line
+                        clock.say("rollout", f"ADVANCE → {r.traffic_fraction:.0%} of users: {r.reason[:100]}")
                 return r if r.decision is not PromotionDecision.ADVANCE else None
             return None
 
@@ -302,10 +306,11 @@ async def _steps(settings, ds, clock, summary, record, watcher, traffic, store) 
             else "rolled back: production unchanged"
         record("rollout", f"{final.decision.value}: {final.reason[:120]}")
 
-    # 6. compare
-    traffic.start(ab_versions=(old, new), duration_s=ds.compare_s)
-    await traffic.finish()
-    record("compare", f"{ds.compare_s:.0f}s of A/B choices between {old} and {new}")
+    # 6. compare (a rejected version is not served, pinned or not)
+    if verdict.decision is PromotionDecision.PROMOTE:
+        traffic.start(ab_versions=(old, new), duration_s=ds.compare_s)
+        await traffic.finish()
+        record("compare", f"{ds.compare_s:.0f}s of A/B choices between {old} and {new}")
 
     # 7. summary (give the sink a moment to write the last actions)
     await asyncio.sleep(3)

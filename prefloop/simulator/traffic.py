@@ -46,6 +46,13 @@ class FeedbackMix:
     accept: float = 0.10
     ab_choice: float = 0.15
 
+    def __post_init__(self) -> None:
+        from prefloop.errors import ConfigError
+
+        shares = (self.thumbs, self.rating, self.edit, self.accept, self.ab_choice)
+        if min(shares) < 0 or self.thumbs + self.rating + self.edit + self.accept > 1 or self.ab_choice > 1:
+            raise ConfigError(f"feedback shares should be >= 0, thumbs + rating + edit + accept <= 1 and ab_choice <= 1; got {self}")
+
 
 @dataclass(frozen=True)
 class SimulationConfig:
