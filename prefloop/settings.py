@@ -18,12 +18,24 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from prefloop.errors import ConfigError
 
 T = TypeVar("T")
 
 ENV_PREFIX = "PREFLOOP_"
+SECRET_FIELDS = frozenset({"redis_password"})
+
+
+def redact_url(url: str) -> str:
+    """The URL with its user info's password replaced: `http://user:***@host:8123/db`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    userinfo, _, host = rest.partition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user + ':' if user else ''}***@{host}"
 
 
 @dataclass(frozen=True)
@@ -32,7 +44,7 @@ class TopicSpec:
     partitions: int
 
 
-@dataclass
+@dataclass(repr=False)
 class Settings:
     # Where every local service keeps its data, logs and PID files.
     home: Path = Path(".prefloop")
@@ -45,9 +57,12 @@ class Settings:
     kafka_version: str = "4.1.1"
     # Bootstrap servers of an external cluster; empty means the local broker.
     kafka_bootstrap: str = ""
-    # Redis (Debian's redis-server) started by `prefloop up`; `redis_url` set means an external one.
+    # Redis (Debian's redis-server) started by `prefloop up`; `redis_url` set means an external one
+    # (`redis://:PASSWORD@host:6379/0`, or `rediss://…` for TLS).
     redis_port: int = 16379
     redis_url: str = ""
+    # Password of the local redis-server (its requirepass) and of every client of it; never printed.
+    redis_password: str = ""
     # Analytics store: empty means embedded chDB under `home`, owned by the analytics
     # service and reached through it; `http://user:pass@host:8123/db` means a ClickHouse server.
     clickhouse_url: str = ""
@@ -57,8 +72,10 @@ class Settings:
     collector_host: str = "127.0.0.1"
     collector_port: int = 18080
     collector_max_body_bytes: int = 1_048_576
+    # Most events one request may carry (a 1 MiB body of tiny bad items would otherwise mean 500k checks).
+    collector_max_events: int = 5_000
     # OpenAI-compatible serving gateway (`prefloop serve`); its own knobs are the [serve] section.
-    # Loopback by default: another address needs API keys (serve.api_key_hashes).
+    # Loopback by default: another address needs API keys ([serve_auth], prefloop/auth/).
     serve_host: str = "127.0.0.1"
     serve_port: int = 18000
     # The web app (`prefloop web`: arena, leaderboard, dashboard); its own knobs are the [web] section.
@@ -87,6 +104,8 @@ class Settings:
         for name in ("responses_partitions", "actions_partitions", "pairs_partitions", "dlq_partitions", "control_partitions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f'"{name}" should be greater than zero, got {getattr(self, name)}')
+        if self.collector_max_events < 1:
+            raise ConfigError(f'"collector_max_events" should be greater than zero, got {self.collector_max_events}')
         if self.collector_max_body_bytes < 1024:
             raise ConfigError(f'"collector_max_body_bytes" should be at least 1024, got {self.collector_max_body_bytes}')
 
@@ -96,7 +115,23 @@ class Settings:
 
     @property
     def redis_dsn(self) -> str:
-        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+        """The URL every Redis client connects with; it may hold a password: print `redact_url(…)` of it."""
+        if self.redis_url:
+            return self.redis_url
+        auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
+        return f"redis://{auth}127.0.0.1:{self.redis_port}/0"
+
+    def __repr__(self) -> str:
+        # Secrets stay out of logs and tracebacks: URL passwords masked, redis_password hidden.
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS:
+                value = "(hidden)" if value else ""
+            elif isinstance(value, str) and "://" in value:
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def embedded_analytics(self) -> bool:
@@ -232,4 +267,4 @@ def load_settings(**overrides: Any) -> Settings:
     return load_dataclass(Settings, None, **overrides)
 
 
-__all__ = ["Settings", "TopicSpec", "load_settings", "load_dataclass", "read_config_file"]
+__all__ = ["Settings", "TopicSpec", "load_settings", "load_dataclass", "read_config_file", "redact_url"]

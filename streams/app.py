@@ -22,6 +22,7 @@ import os
 
 import faust
 
+from prefloop.kafka_client import faust_broker_credentials, kafka_options
 from prefloop.settings import Settings
 from streams.alignment import EventTimeAlignment
 from streams.batching import BatchingApp
@@ -59,6 +60,7 @@ def create_app(settings: Settings, ss: StreamsSettings, worker_id: str | None = 
     app = BatchingApp(
         ss.app_id,
         broker=_broker_urls(settings),
+        broker_credentials=faust_broker_credentials(settings),  # [kafka] security, as every other client
         store="memory://",
         datadir=str(datadir),
         web_enabled=ss.web_enabled,
@@ -196,7 +198,7 @@ async def ensure_internal_topics(settings: Settings, ss: StreamsSettings) -> Non
         internal_topic(ss, "pair-candidates"): settings.pairs_partitions,
         internal_topic(ss, "analytics-rows"): ss.analytics_partitions,
     }
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from prefloop import topics
+from prefloop.kafka_client import kafka_options
 from prefloop.settings import Settings
 from schemas import Action, ActionKind, AvroRecord, Response, decode, encode, pair_hash
 from streams.pairing.group import PromptGroup, RuleSettings
@@ -104,7 +105,7 @@ def wire_items(records: list[AvroRecord]) -> list[tuple[str, bytes, bytes]]:
 
 # --- Kafka helpers ---------------------------------------------------------------------------------------
 async def produce(settings: Settings, items: list[tuple[str, bytes, bytes]]) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks="all",
+    producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=5, acks="all",
                                 max_batch_size=512 * 1024)
     await producer.start()
     t0 = time.perf_counter()
@@ -118,10 +119,10 @@ async def produce(settings: Settings, items: list[tuple[str, bytes, bytes]]) -> 
 
 async def passthrough(settings: Settings, n: int, time_limit_s: float) -> tuple[int, float]:
     """Consume n events from the input topics and produce each unchanged; (events, seconds)."""
-    consumer = AIOKafkaConsumer(topics.RESPONSES, topics.ACTIONS, bootstrap_servers=settings.bootstrap_servers,
+    consumer = AIOKafkaConsumer(topics.RESPONSES, topics.ACTIONS, **kafka_options(settings),
                                 group_id=f"bench-passthrough-{os.getpid()}", auto_offset_reset="earliest",
                                 enable_auto_commit=False, max_poll_records=2000)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks="all",
+    producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=5, acks="all",
                                 max_batch_size=512 * 1024)
     await consumer.start()
     await producer.start()
@@ -155,8 +156,8 @@ class Progress:
     """
 
     def __init__(self, settings: Settings, group: str) -> None:
-        self.offsets = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
-        self.commits = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
+        self.offsets = AIOKafkaConsumer(**kafka_options(settings), group_id=None)
+        self.commits = AIOKafkaConsumer(**kafka_options(settings), group_id=group,
                                         enable_auto_commit=False)
         self.pairs_tps = [TopicPartition(topics.PAIRS, p) for p in range(settings.pairs_partitions)]
         self.input_tps = [TopicPartition(topics.RESPONSES, p) for p in range(settings.responses_partitions)]
@@ -202,7 +203,7 @@ async def wait_for(settings: Settings, group: str, pairs: int, complete: bool, t
 
 
 async def pair_latencies(settings: Settings, tag: str) -> list[float]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+    consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None,
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -230,7 +231,7 @@ async def _any_behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int
 
 
 async def create_topic(settings: Settings, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
     try:
         if name not in await admin.list_topics():
@@ -381,7 +382,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 async def paced(settings: Settings, items: list[tuple[str, bytes, bytes]], rate: float) -> None:
     """Produce at `rate` events/s; each action's occurred_at (the pair's created_at) is its send time."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=1, acks="all")
+    producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=1, acks="all")
     await producer.start()
     try:
         t0 = time.perf_counter()

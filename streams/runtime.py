@@ -31,10 +31,10 @@ from typing import Any, Awaitable, Iterable
 import faust
 import orjson
 import redis.asyncio as aioredis
-from murmurhash2 import murmurhash2
 
 from prefloop import keys, redis_outage
 from prefloop import topics as contract
+from prefloop.partitioner import KAFKA_MURMUR2_SEED, partition_for  # noqa: F401 - re-exported for the stages
 from prefloop.settings import Settings
 from streams.freeze import FreezeWatch, FrozenError
 from streams.settings import StreamsSettings
@@ -42,14 +42,6 @@ from streams.settings import StreamsSettings
 log = logging.getLogger("prefloop.streams")
 
 # Redis keys (one namespace, documented in streams/README section of the analytics doc).
-
-
-KAFKA_MURMUR2_SEED = 0x9747B28C
-
-
-def partition_for(key: str, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2), the one the SDK and Java clients use for keyed records."""
-    return (murmurhash2(key.encode(), KAFKA_MURMUR2_SEED) & 0x7FFFFFFF) % partitions
 
 
 def internal_topic(ss: StreamsSettings, name: str) -> str:

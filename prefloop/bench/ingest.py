@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from prefloop.errors import PrefloopError
+from prefloop.kafka_client import kafka_options
 from prefloop.sdk.client import FeedbackClient
 from prefloop.sdk.config import ClientSettings
 from prefloop.settings import Settings, load_settings
@@ -194,7 +195,7 @@ async def run_ingest_bench(
     encoded = pre_encode(inputs)
     warm = make_inputs(warmup, seed=8) if warmup else []
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=30_000)
+    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=30_000)
     try:
         await admin.start()
     except Exception as exc:

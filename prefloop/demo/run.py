@@ -185,7 +185,7 @@ async def run_demo(settings: Settings, ds: DemoSettings, out: IO[str] = sys.stdo
         raise DemoError(f"services: {exc}") from None
     record("services", "up: " + settings.serve_url + " (gateway), http://" + f"{settings.web_host}:{settings.web_port}" + " (web app)")
 
-    watcher = ContractWatcher(settings.bootstrap_servers)
+    watcher = ContractWatcher(settings)
     await watcher.start()
     store = connect(settings)
     async with FeedbackClient(settings) as feedback:

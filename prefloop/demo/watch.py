@@ -13,6 +13,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from prefloop import topics
 from prefloop.errors import PrefloopError
+from prefloop.kafka_client import options_for
+from prefloop.settings import Settings
 from schemas import PromotionEvent, TrainingRequest, TrainingResult, decode
 
 R = TypeVar("R")
@@ -26,8 +28,9 @@ class StepFailed(PrefloopError):
 class ContractWatcher:
     """Collects every record published on the watched topics after `start()`."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    def __init__(self, bootstrap_servers: Settings | str) -> None:
+        # the [kafka] security settings, as every other client (prefloop/kafka_client.py)
+        self.consumer = AIOKafkaConsumer(**options_for(bootstrap_servers), enable_auto_commit=False)
         self.records: list[TrainingRequest | TrainingResult | PromotionEvent] = []
         self._arrived = asyncio.Condition()
         self._task: asyncio.Task | None = None

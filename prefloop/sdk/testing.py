@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from prefloop.kafka_client import options_for
+from prefloop.settings import Settings
 from schemas import decode
 from schemas.records import AvroRecord
 
@@ -28,8 +30,8 @@ class Consumed:
         return decode(self.value)
 
 
-async def create_topic(bootstrap_servers: str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+async def create_topic(bootstrap_servers: Settings | str, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(**options_for(bootstrap_servers))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
@@ -38,8 +40,8 @@ async def create_topic(bootstrap_servers: str, name: str, partitions: int) -> No
     await _wait_for_metadata(bootstrap_servers, name, partitions)
 
 
-async def delete_topic(bootstrap_servers: str, name: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+async def delete_topic(bootstrap_servers: Settings | str, name: str) -> None:
+    admin = AIOKafkaAdminClient(**options_for(bootstrap_servers))
     await admin.start()
     try:
         await admin.delete_topics([name])
@@ -47,8 +49,8 @@ async def delete_topic(bootstrap_servers: str, name: str) -> None:
         await admin.close()
 
 
-async def list_topics(bootstrap_servers: str) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+async def list_topics(bootstrap_servers: Settings | str) -> list[str]:
+    admin = AIOKafkaAdminClient(**options_for(bootstrap_servers))
     await admin.start()
     try:
         return list(await admin.list_topics())
@@ -56,8 +58,8 @@ async def list_topics(bootstrap_servers: str) -> list[str]:
         await admin.close()
 
 
-async def _wait_for_metadata(bootstrap_servers: str, topic: str, partitions: int, timeout_s: float = 30.0) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+async def _wait_for_metadata(bootstrap_servers: Settings | str, topic: str, partitions: int, timeout_s: float = 30.0) -> None:
+    consumer = AIOKafkaConsumer(**options_for(bootstrap_servers), enable_auto_commit=False)
     await consumer.start()
     try:
         deadline = time.monotonic() + timeout_s
@@ -70,9 +72,9 @@ async def _wait_for_metadata(bootstrap_servers: str, topic: str, partitions: int
         await consumer.stop()
 
 
-async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
+async def end_offsets(bootstrap_servers: Settings | str, topic: str) -> dict[int, int]:
     """Next offset per partition of `topic`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**options_for(bootstrap_servers), enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic)
@@ -95,7 +97,7 @@ async def read_range(
     wanted = {p: (since.get(p, 0), end) for p, end in until.items() if end > since.get(p, 0)}
     if not wanted:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(**options_for(bootstrap_servers), enable_auto_commit=False, isolation_level="read_committed")
     await consumer.start()
     out: list[Consumed] = []
     try:

@@ -291,7 +291,7 @@ def status(settings: Settings) -> StatusReport:
         from prefloop.services.kafka import end_offsets
 
         try:
-            report.topic_offsets = asyncio.run(end_offsets(settings.bootstrap_servers, [t.name for t in settings.topics()]))
+            report.topic_offsets = asyncio.run(end_offsets(settings, [t.name for t in settings.topics()]))
         except Exception as exc:  # status must still print the rest
             report.problems.append(f"kafka: {exc}")
     if by_name.get("analytics", ServiceStatus("analytics", None, True)).healthy:

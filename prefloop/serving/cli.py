@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import ipaddress
 import logging
 
-from prefloop.errors import ConfigError
+from prefloop.auth import AuthSettings, check_bind
 from prefloop.setting_fields import add_flags
 from prefloop.serving.settings import ServeSettings
 from prefloop.settings import Settings, load_settings
@@ -34,31 +33,18 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ))
     p.add_argument("--host", help="address to bind (default: setting serve_host, 127.0.0.1)")
     p.add_argument("--port", type=_port, help="port to bind (default: setting serve_port, 18000)")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without API keys ([serve_auth])")
     add_flags(p, ServeSettings, FLAGS)
     p.set_defaults(handler=cmd_serve)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve to anything
-
-
-def check_bind(host: str, serve: ServeSettings) -> None:
-    if not is_loopback(host) and not serve.api_key_hashes:
-        raise ConfigError(f"refusing to serve on {host} without API keys; set [serve] api_key_hashes "
-                          "(sha256 of each key: printf %s KEY | sha256sum) or bind 127.0.0.1")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(serve_host=args.host, serve_port=args.port)
     overrides = {name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None}
     serve = dataclasses.replace(settings.section(ServeSettings, "serve"), **overrides)
-    check_bind(settings.serve_host, serve)
-    run(settings, serve)
+    auth = settings.section(AuthSettings, "serve_auth")
+    check_bind(settings.serve_host, auth, "serve", args.insecure)
+    run(settings, serve, auth)
     return 0
 
 
@@ -94,7 +80,7 @@ def build_gateway(settings: Settings, serve: ServeSettings):  # -> server.Gatewa
     return Gateway(serve, backend, routing, versions, capture)
 
 
-def run(settings: Settings, serve: ServeSettings) -> None:
+def run(settings: Settings, serve: ServeSettings, auth: AuthSettings | None = None) -> None:
     """Serve until SIGINT/SIGTERM; buffered Responses are flushed on the way out."""
     from aiohttp import web
 
@@ -103,7 +89,8 @@ def run(settings: Settings, serve: ServeSettings) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ensure_port_free(settings.serve_port, "gateway", "serve_port")
-    app = create_app(build_gateway(settings, serve))
+    auth = auth if auth is not None else settings.section(AuthSettings, "serve_auth")
+    app = create_app(build_gateway(settings, serve), auth)
     logging.getLogger("prefloop.serve").info(
         "gateway on %s (backend %s, capture %s)", settings.serve_url, serve.backend, "on" if serve.capture else "off")
     web.run_app(app, host=settings.serve_host, port=settings.serve_port, print=None, access_log=None)

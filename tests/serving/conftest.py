@@ -167,7 +167,7 @@ def proxy_redis(tmp_path_factory: pytest.TempPathFactory):  # -> RedisService
 def proxy(serving_env: dict[str, str], registry_home: Path, upstream: ServeProcess, proxy_redis) -> Iterator[ServeProcess]:
     env = dict(serving_env, PREFLOOP_REDIS_URL=proxy_redis.settings.redis_dsn)
     proc = start_serve(env, registry_home / "logs", "proxy", backend="openai", upstream_url=f"{upstream.url}/v1",
-                       api_key_hashes=hashlib.sha256(PROXY_KEY.encode()).hexdigest(), upstream_api_key=UPSTREAM_SECRET)
+                       auth_keys=f"proxy:{hashlib.sha256(PROXY_KEY.encode()).hexdigest()}", upstream_api_key=UPSTREAM_SECRET)
     try:
         proc.wait_ready(60)
         yield proc
