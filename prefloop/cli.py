@@ -55,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     from evaluator.rollout import cli as rollout_cli
 
     rollout_cli.add_commands(sub)  # after the trainer's: it adds `promote` and `rollback` to `models`
+    from prefloop.simulator import cli as simulator_cli
+
+    simulator_cli.add_commands(sub)
+    from prefloop.web import cli as web_cli
+
+    web_cli.add_commands(sub)
+    from prefloop.demo import cli as demo_cli
+
+    demo_cli.add_commands(sub)
     return parser
 
 

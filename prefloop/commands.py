@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 def add_commands(sub: argparse._SubParsersAction, trigger_progress: TriggerProgress | None = None) -> None:
     """`trigger_progress` gives `prefloop status` its retraining-trigger section (streams/, wired by prefloop/cli.py)."""
-    p = sub.add_parser("up", help="start Kafka, Redis, the analytics store, a streams worker, the collector, the trainer, the evaluator, the gateway and the rollout controller")
-    p.add_argument("--only", metavar="LIST", help="comma-separated subset: kafka,redis,analytics,worker,collector,trainer,evaluator,gateway,rollout")
+    p = sub.add_parser("up", help="start Kafka, Redis, the analytics store, a streams worker, the collector, the trainer, the evaluator, the gateway, the rollout controller and the web app")
+    p.add_argument("--only", metavar="LIST", help="comma-separated subset: kafka,redis,analytics,worker,collector,trainer,evaluator,gateway,rollout,web")
     p.set_defaults(handler=cmd_up)
 
     p = sub.add_parser("down", help="stop what `up` started (data is kept)")
@@ -43,15 +43,24 @@ def add_commands(sub: argparse._SubParsersAction, trigger_progress: TriggerProgr
     p.set_defaults(handler=cmd_sql)
 
     p = sub.add_parser("collector", help="run the HTTP collector in the foreground")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback collector_host without API keys")
     p.set_defaults(handler=cmd_collector)
+
+    from prefloop.auth import cli as auth_cli
+    from prefloop.privacy import cli as privacy_cli
+
+    auth_cli.add_commands(sub)
+    privacy_cli.add_commands(sub)
 
     bench = sub.add_parser("bench", help="measure throughput against a baseline in the same run")
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH")
     bench_sub.required = True
+    from prefloop.bench import collector as collector_bench
     from prefloop.bench import ingest
 
     ingest.add_bench_command(bench_sub)
-    for module in ("streams.bench", "trainer.bench", "evaluator.gate.bench", "prefloop.serving.bench"):
+    collector_bench.add_bench_command(bench_sub)
+    for module in ("streams.bench", "trainer.bench", "evaluator.gate.bench", "prefloop.serving.bench", "prefloop.web.bench"):
         try:
             mod = __import__(module, fromlist=["add_bench_command"])
         except ImportError:
@@ -119,7 +128,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from prefloop.kafka_admin import create_topics
 
     settings = load_settings()
-    created = asyncio.run(create_topics(settings.bootstrap_servers, settings.topics()))
+    created = asyncio.run(create_topics(settings, settings.topics()))
     print(f"topics created: {', '.join(created) or 'none (all exist)'}")
     store = connect(settings)
     try:
@@ -166,5 +175,5 @@ def cmd_sql(args: argparse.Namespace) -> int:
 def cmd_collector(args: argparse.Namespace) -> int:
     from prefloop.collector import run
 
-    run(load_settings())
+    run(load_settings(), insecure=args.insecure)
     return 0

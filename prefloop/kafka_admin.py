@@ -1,7 +1,8 @@
 """Kafka topics, created, listed and deleted the one way every part of prefloop does it.
 
-`admin_options` is the one place the admin client's options come from, so a change to how prefloop
-connects to Kafka (security settings, timeouts) reaches every topic operation at once.
+Each function takes the settings, or a bootstrap address whose security then comes from the settings
+file and environment; the admin client's options come from `prefloop.kafka_client.kafka_options` (the
+[kafka] security settings), so a change to how prefloop connects to Kafka reaches every topic operation.
 """
 
 from __future__ import annotations
@@ -13,30 +14,34 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from prefloop.settings import TopicSpec
+from prefloop.kafka_client import options_for, start_client
+from prefloop.settings import Settings, TopicSpec
 
 REPLICATION_FACTOR = 1  # the local broker is one node; an external cluster's defaults apply to nothing else here
 
 
-def admin_options(bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
+Target = Settings | str  # the settings, or a bootstrap address
+
+
+def admin_options(target: Target, **extra: Any) -> dict[str, Any]:
     """Options of every admin client prefloop opens."""
-    return {"bootstrap_servers": bootstrap_servers, **extra}
+    return {**options_for(target), **extra}
 
 
 @asynccontextmanager
-async def admin_client(bootstrap_servers: str, timeout_s: float = 30.0) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(**admin_options(bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)))
-    await admin.start()
+async def admin_client(target: Target, timeout_s: float = 30.0) -> AsyncIterator[AIOKafkaAdminClient]:
+    admin = AIOKafkaAdminClient(**admin_options(target, request_timeout_ms=int(timeout_s * 1000)))
+    await start_client(admin, target)  # KafkaConnectError saying why when it cannot
     try:
         yield admin
     finally:
         await admin.close()
 
 
-async def create_topics(bootstrap_servers: str, topics: Iterable[TopicSpec], timeout_s: float = 30.0) -> list[str]:
+async def create_topics(target: Target, topics: Iterable[TopicSpec], timeout_s: float = 30.0) -> list[str]:
     """Create those of `topics` that do not exist yet, with their partition counts; return the names
     created now. A topic another client created meanwhile counts as existing; any other refusal raises."""
-    async with admin_client(bootstrap_servers, timeout_s) as admin:
+    async with admin_client(target, timeout_s) as admin:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t.name not in existing]
         if not missing:
@@ -53,11 +58,11 @@ async def create_topics(bootstrap_servers: str, topics: Iterable[TopicSpec], tim
         return created
 
 
-async def delete_topics(bootstrap_servers: str, names: list[str], timeout_s: float = 30.0) -> None:
-    async with admin_client(bootstrap_servers, timeout_s) as admin:
+async def delete_topics(target: Target, names: list[str], timeout_s: float = 30.0) -> None:
+    async with admin_client(target, timeout_s) as admin:
         await admin.delete_topics(names)
 
 
-async def list_topics(bootstrap_servers: str, timeout_s: float = 30.0) -> list[str]:
-    async with admin_client(bootstrap_servers, timeout_s) as admin:
+async def list_topics(target: Target, timeout_s: float = 30.0) -> list[str]:
+    async with admin_client(target, timeout_s) as admin:
         return list(await admin.list_topics())

@@ -29,3 +29,10 @@ ROLLOUT_PAUSED = "prefloop:rollout:paused"  # set by `prefloop rollout pause` (J
 # `prefloop models promote|rollback`, applied and popped in order by the lease holder of ROLLOUT_LEASE.
 ROLLOUT_COMMANDS = "prefloop:rollout:commands"
 EVALUATOR_LEASE = "prefloop:evaluator:lease"  # one evaluator evaluates a given result at a time
+
+# --- web app arena (prefloop/web/arena.py) -----------------------------------------------------------
+ARENA_BATTLE_PREFIX = "prefloop:arena:battle:"  # + battle_id -> the battle (JSON: prompt, each side's version and response); expires
+# + battle_id -> the vote (A, B, tie, both_bad), SET NX by the web app before it emits anything: one vote per battle,
+# whatever the browser sends twice; deleted again only when emitting the vote's events failed (so it can be retried).
+ARENA_VOTE_PREFIX = "prefloop:arena:vote:"
+ARENA_VOTES_DAY_PREFIX = "prefloop:arena:votes:"  # + UTC date YYYY-MM-DD -> hash vote -> battles voted so (ties leave no event)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from prefloop.errors import ConfigError
 from prefloop.setting_fields import check_fields, setting
@@ -26,6 +27,16 @@ from prefloop.setting_fields import check_fields, setting
 T = TypeVar("T")
 
 ENV_PREFIX = "PREFLOOP_"
+
+
+def redact_url(url: str) -> str:
+    """The URL with its user info's password replaced: `http://user:***@host:8123/db`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    userinfo, _, host = rest.partition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user + ':' if user else ''}***@{host}"
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,7 @@ class TopicSpec:
 PORT = {"ge": 1, "le": 65535}  # bounds of every TCP port setting
 
 
-@dataclass
+@dataclass(repr=False)
 class Settings:
     home: Path = setting(Path(".prefloop"), help="Where every local service keeps its data, logs and PID files.")
     kafka_host: str = setting("127.0.0.1", help="Address of the local Kafka broker (KRaft, single node) `prefloop up` starts.")
@@ -47,7 +58,10 @@ class Settings:
     kafka_version: str = setting("4.1.1", help="Apache Kafka release whose jars `prefloop up` fetches from Maven Central.")
     kafka_bootstrap: str = setting("", help="Bootstrap servers of an external cluster; empty means the local broker.")
     redis_port: int = setting(16379, **PORT, help="Port of the local redis-server (Debian's) `prefloop up` starts.")
-    redis_url: str = setting("", help="URL of an external Redis; empty means the local redis-server.")
+    redis_url: str = setting("", help="URL of an external Redis (`redis://:PASSWORD@host:6379/0`, or `rediss://…` for TLS); "
+                                      "empty means the local redis-server.")
+    redis_password: str = setting("", secret=True, help="Password of the local redis-server (its requirepass) and of every "
+                                                        "client of it; never printed.")
     clickhouse_url: str = setting(
         "", help="Analytics store: empty means embedded chDB under `home`, owned by the analytics service and reached "
                  "through it; `http://user:pass@host:8123/db` means a ClickHouse server.")
@@ -55,10 +69,16 @@ class Settings:
     collector_host: str = setting("127.0.0.1", help="Address of the HTTP collector for non-Python apps.")
     collector_port: int = setting(18080, **PORT, help="Port of the HTTP collector.")
     collector_max_body_bytes: int = setting(1_048_576, ge=1024, help="Largest collector request body; a larger one is answered 413.")
+    collector_max_events: int = setting(5_000, gt=0, help="Most events one collector request may carry (a 1 MiB body of "
+                                                          "tiny bad items would otherwise mean 500k checks); more is answered 413.")
     serve_host: str = setting(
         "127.0.0.1", help="Address of the OpenAI-compatible gateway (`prefloop serve`; its own knobs are the [serve] "
-                          "section). Loopback by default: another address needs API keys (serve.api_key_hashes).")
+                          "section). Loopback by default: another address needs API keys ([serve_auth], prefloop/auth/).")
     serve_port: int = setting(18000, **PORT, help="Port of the OpenAI-compatible gateway.")
+    web_host: str = setting(
+        "127.0.0.1", help="Address of the web app (`prefloop web`: arena, leaderboard, dashboard; its own knobs are the "
+                          "[web] section). Loopback by default: another address needs [web] username and password.")
+    web_port: int = setting(17860, **PORT, help="Port of the web app.")
     responses_partitions: int = setting(8, gt=0, help="Partitions of feedback.responses; every contract topic is created explicitly at start-up.")
     actions_partitions: int = setting(8, gt=0, help="Partitions of feedback.actions.")
     pairs_partitions: int = setting(8, gt=0, help="Partitions of feedback.pairs.")
@@ -78,7 +98,23 @@ class Settings:
 
     @property
     def redis_dsn(self) -> str:
-        return self.redis_url or f"redis://127.0.0.1:{self.redis_port}/0"
+        """The URL every Redis client connects with; it may hold a password: print `redact_url(…)` of it."""
+        if self.redis_url:
+            return self.redis_url
+        auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
+        return f"redis://{auth}127.0.0.1:{self.redis_port}/0"
+
+    def __repr__(self) -> str:
+        # Secrets stay out of logs and tracebacks: URL passwords masked, redis_password hidden.
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret"):
+                value = "(hidden)" if value else ""
+            elif isinstance(value, str) and "://" in value:
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def embedded_analytics(self) -> bool:
@@ -109,6 +145,10 @@ class Settings:
     @property
     def serve_url(self) -> str:
         return f"http://{self.serve_host}:{self.serve_port}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.web_host}:{self.web_port}"
 
     def topics(self) -> list[TopicSpec]:
         from prefloop import topics
@@ -220,4 +260,4 @@ def load_settings(**overrides: Any) -> Settings:
     return load_dataclass(Settings, None, **overrides)
 
 
-__all__ = ["Settings", "TopicSpec", "load_settings", "load_dataclass", "read_config_file"]
+__all__ = ["Settings", "TopicSpec", "load_settings", "load_dataclass", "read_config_file", "redact_url"]

@@ -17,12 +17,18 @@ from prefloop.settings import ENV_PREFIX
 # Every settings class, as "module:Class"; top level first, then the order of the data flow.
 CLASSES = (
     "prefloop.settings:Settings",
+    "prefloop.kafka_client:KafkaSecurity",
     "prefloop.sdk.config:ClientSettings",
+    "prefloop.privacy.settings:PrivacySettings",
+    "prefloop.auth.settings:CollectorAuthSettings",
     "streams.settings:StreamsSettings",
     "trainer.settings:TrainerSettings",
     "evaluator.gate.settings:GateSettings",
     "evaluator.rollout.settings:RolloutSettings",
     "prefloop.serving.settings:ServeSettings",
+    "prefloop.auth.settings:ServeAuthSettings",
+    "prefloop.web.settings:WebSettings",
+    "prefloop.demo.settings:DemoSettings",
     "prefloop.services.watchdog:WatchdogSettings",
 )
 

@@ -30,7 +30,7 @@ R = TypeVar("R", bound=AvroRecord)
 
 def encode(record: AvroRecord, registry: SchemaRegistry | None = None) -> bytes:
     """Single-object Avro bytes of a typed record."""
-    return (registry or default_registry()).encode(record.SCHEMA, record.to_avro())
+    return (registry or default_registry()).encode_record(record)
 
 
 def decode(data: bytes, expect: type[R] | None = None, registry: SchemaRegistry | None = None) -> AvroRecord:

@@ -13,14 +13,16 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from prefloop.errors import DecodeError
+from schemas.fast_writer import compile_schema
 
 MARKER = b"\xc3\x01"
+_FAST_WRITER_REFUSALS = (TypeError, ValueError, KeyError, AttributeError)
 HEADER_LEN = 10
 SCHEMA_DIR = Path(__file__).parent / "avro"
 
@@ -36,6 +38,12 @@ class RegisteredSchema:
     # fingerprint) ignores logical types, so this is the same schema on the wire.
     readable: Any
     fingerprint: bytes  # 8 bytes, little-endian, as on the wire
+    # The body writer compiled for this schema (schemas/fast_writer.py), or None: fastavro writes it.
+    fast: Callable[[Mapping[str, Any]], bytes] | None = None
+
+    @property
+    def header(self) -> bytes:
+        return MARKER + self.fingerprint
 
     @property
     def short_name(self) -> str:
@@ -79,6 +87,7 @@ class SchemaRegistry:
         entry = RegisteredSchema(
             name=name, parsed=parsed, writable=parse_schema(schema),
             readable=parse_schema(_without_logical_types(schema)), fingerprint=schema_fingerprint(parsed),
+            fast=compile_schema(schema),
         )
         self._by_fingerprint[entry.fingerprint] = entry
         return entry
@@ -94,11 +103,26 @@ class SchemaRegistry:
 
     def encode(self, name: str, record: dict[str, Any]) -> bytes:
         entry = self.reader(name)
+        if entry.fast is not None:
+            try:
+                return entry.header + entry.fast(record)
+            except _FAST_WRITER_REFUSALS:
+                pass  # a value the compiled writer does not take: fastavro encodes it, or raises its error
         buf = io.BytesIO()
         buf.write(MARKER)
         buf.write(entry.fingerprint)
         schemaless_writer(buf, entry.writable, record)
         return buf.getvalue()
+
+    def encode_record(self, record: Any) -> bytes:
+        """Single-object bytes of a typed record (schemas.records), read straight from its attributes."""
+        entry = self.reader(record.SCHEMA)
+        if entry.fast is not None:
+            try:
+                return entry.header + entry.fast(record.__dict__)
+            except _FAST_WRITER_REFUSALS:
+                pass
+        return self.encode(record.SCHEMA, record.to_avro())
 
     def decode(self, data: bytes, expect: str | None = None) -> tuple[str, dict[str, Any]]:
         """Decode one single-object record into its reader schema. Returns (short name, record)."""

@@ -10,6 +10,10 @@ need_apt=()
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v wrk >/dev/null || need_apt+=(wrk)  # HTTP load for `prefloop bench collector`
+command -v openssl >/dev/null || need_apt+=(openssl)  # test certificates for the SASL_SSL broker
+# Debian's Chromium, driven by Playwright in the web app's browser tests (no browser is downloaded).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_apt[*]}"
   if [ "$(id -u)" != 0 ]; then say "not root: install them yourself (apt-get install -y ${need_apt[*]})"; exit 1; fi

@@ -22,6 +22,7 @@ import os
 
 import faust
 
+from prefloop.kafka_client import faust_broker_credentials
 from prefloop.services.process import free_port, worker_ready_file
 from prefloop.settings import Settings
 from streams.alignment import EventTimeAlignment
@@ -55,6 +56,7 @@ def create_app(settings: Settings, ss: StreamsSettings, snapshot: SnapshotFn,
     app = BatchingApp(
         ss.app_id,
         broker=_broker_urls(settings),
+        broker_credentials=faust_broker_credentials(settings),  # [kafka] security, as every other client
         store="memory://",
         datadir=str(datadir),
         web_enabled=ss.web_enabled,
@@ -179,7 +181,7 @@ async def ensure_internal_topics(settings: Settings, ss: StreamsSettings) -> Non
     """
     from prefloop.kafka_admin import create_topics
 
-    await create_topics(settings.bootstrap_servers, InternalTopics.of(settings, ss).all())
+    await create_topics(settings, InternalTopics.of(settings, ss).all())
 
 
 # CPython's default (700 net allocations) runs a young collection every few events here, and

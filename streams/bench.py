@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from prefloop import topics
 from prefloop.kafka_admin import create_topics
+from prefloop.kafka_client import kafka_options
 from prefloop.services.process import ManagedProcess, worker_ready_file
 from prefloop.settings import Settings, TopicSpec
 from schemas import AvroRecord, Response, decode, encode
@@ -61,7 +62,7 @@ def wire_items(records: list[AvroRecord]) -> list[tuple[str, bytes, bytes]]:
 
 # --- Kafka helpers ---------------------------------------------------------------------------------------
 async def produce(settings: Settings, items: list[tuple[str, bytes, bytes]]) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks="all",
+    producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=5, acks="all",
                                 max_batch_size=512 * 1024)
     await producer.start()
     t0 = time.perf_counter()
@@ -75,10 +76,10 @@ async def produce(settings: Settings, items: list[tuple[str, bytes, bytes]]) -> 
 
 async def passthrough(settings: Settings, n: int, time_limit_s: float) -> tuple[int, float]:
     """Consume n events from the input topics and produce each unchanged; (events, seconds)."""
-    consumer = AIOKafkaConsumer(topics.RESPONSES, topics.ACTIONS, bootstrap_servers=settings.bootstrap_servers,
+    consumer = AIOKafkaConsumer(topics.RESPONSES, topics.ACTIONS, **kafka_options(settings),
                                 group_id=f"bench-passthrough-{os.getpid()}", auto_offset_reset="earliest",
                                 enable_auto_commit=False, max_poll_records=2000)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks="all",
+    producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=5, acks="all",
                                 max_batch_size=512 * 1024)
     await consumer.start()
     await producer.start()
@@ -112,8 +113,8 @@ class Progress:
     """
 
     def __init__(self, settings: Settings, group: str) -> None:
-        self.offsets = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
-        self.commits = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
+        self.offsets = AIOKafkaConsumer(**kafka_options(settings), group_id=None)
+        self.commits = AIOKafkaConsumer(**kafka_options(settings), group_id=group,
                                         enable_auto_commit=False)
         self.pairs_tps = [TopicPartition(topics.PAIRS, p) for p in range(settings.pairs_partitions)]
         self.input_tps = [TopicPartition(topics.RESPONSES, p) for p in range(settings.responses_partitions)]
@@ -159,7 +160,7 @@ async def wait_for(settings: Settings, group: str, pairs: int, complete: bool, t
 
 
 async def pair_latencies(settings: Settings, tag: str) -> list[float]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+    consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None,
                                 auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -275,7 +276,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         n = len(items)
         result["events"] = n
         result["expected_pairs"] = expected
-        asyncio.run(create_topics(settings.bootstrap_servers, [TopicSpec(PASSTHROUGH_TOPIC, settings.pairs_partitions)]))
+        asyncio.run(create_topics(settings, [TopicSpec(PASSTHROUGH_TOPIC, settings.pairs_partitions)]))
         secs = asyncio.run(produce(settings, items))
         say(f"preloaded {n} events ({expected} pairs expected) in {secs:.1f}s")
 
@@ -326,7 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 async def paced(settings: Settings, items: list[tuple[str, bytes, bytes]], rate: float) -> None:
     """Produce at `rate` events/s; each action's occurred_at (the pair's created_at) is its send time."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=1, acks="all")
+    producer = AIOKafkaProducer(**kafka_options(settings), linger_ms=1, acks="all")
     await producer.start()
     try:
         t0 = time.perf_counter()

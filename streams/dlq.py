@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import TypeVar
 
-from prefloop.errors import DecodeError, FieldError
+from prefloop.errors import DecodeError
 from schemas import AvroRecord, DeadLetter, decode, encode
 
 R = TypeVar("R", bound=AvroRecord)
@@ -52,20 +52,10 @@ def decoded_errors(record: AvroRecord) -> list:
     """`record.field_errors()` for a record that came out of the Avro reader.
 
     The reader schema already guarantees every field's type (strings are strings, enums are
-    valid symbols, maps hold strings), so only the rules beyond types remain: required text
-    not blank, occurred_at not negative, and the record's own rules. Same verdicts as
-    `field_errors()` at a tenth of its cost on the hot path.
+    valid symbols, maps hold strings), so only the rules beyond types remain
+    (`AvroRecord.value_errors`): same verdicts as `field_errors()` at a tenth of its cost.
     """
-    errors = []
-    for name in record.REQUIRED_TEXT:
-        value = getattr(record, name)
-        if not value or not value.strip():
-            errors.append(FieldError(name, "must not be empty"))
-    if record.occurred_at < 0:  # type: ignore[attr-defined]
-        errors.append(FieldError("occurred_at", "must be epoch milliseconds >= 0"))
-    if not errors:
-        errors.extend(record.rule_errors())
-    return errors
+    return record.value_errors()
 
 
 def dead_letter(topic: str, partition: int, offset: int, reason: str, payload: bytes | None, detail: str,

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from prefloop.analytics.store import ch_time
+from prefloop.analytics.store import ch_time, sql_string
 
 # Length buckets (characters): upper bounds; the last bucket is open.
 LENGTH_EDGES = (50, 100, 200, 400, 800, 1600, 3200)
@@ -169,7 +169,7 @@ def latest_reference(store: Any) -> str | None:
 
 def load_reference(store: Any, name: str) -> Reference | None:
     rows = store.query(f"SELECT feature, bucket, share, samples FROM drift_reference FINAL "
-                       f"WHERE reference = '{_quote(name)}'").rows
+                       f"WHERE reference = {sql_string(name)}").rows
     if not rows:
         return None
     profile: Profile = {}
@@ -180,10 +180,6 @@ def load_reference(store: Any, name: str) -> Reference | None:
         else:
             profile.setdefault(feature, {})[bucket] = float(samples)
     return Reference(name, profile, preference)
-
-
-def _quote(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
 # --- the job ---------------------------------------------------------------------------------------------------
@@ -199,7 +195,7 @@ def window_bounds(now_ms: int, window_s: int) -> tuple[int, int]:
 
 def first_window_with_data(store: Any, window_s: int, min_samples: int, version: str | None = None) -> int | None:
     size = window_s
-    cond = f" AND model_version = '{_quote(version)}'" if version else ""
+    cond = f" AND model_version = {sql_string(version)}" if version else ""
     rows = store.query(f"SELECT toUnixTimestamp(toStartOfInterval(occurred_at, INTERVAL {size} SECOND)) AS w, "
                        f"count() AS n FROM feedback_events FINAL WHERE event_type = 'response'{cond} GROUP BY w "
                        f"HAVING n >= {max(1, min_samples)} ORDER BY w LIMIT 1").rows

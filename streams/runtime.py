@@ -31,7 +31,6 @@ from typing import Any, Awaitable, Iterable
 import faust
 import orjson
 import redis.asyncio as aioredis
-from murmurhash2 import murmurhash2
 
 from prefloop import keys, redis_outage
 from prefloop import topics as contract
@@ -42,13 +41,6 @@ from streams.freeze import FreezeWatch, FrozenError
 from streams.settings import StreamsSettings
 
 log = logging.getLogger("prefloop.streams")
-
-KAFKA_MURMUR2_SEED = 0x9747B28C
-
-
-def partition_for(key: str, partitions: int) -> int:
-    """Kafka's default partitioner (murmur2), the one the SDK and Java clients use for keyed records."""
-    return (murmurhash2(key.encode(), KAFKA_MURMUR2_SEED) & 0x7FFFFFFF) % partitions
 
 
 def internal_topic(ss: StreamsSettings, name: str) -> str:

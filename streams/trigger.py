@@ -45,6 +45,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from prefloop import topics
 from prefloop.errors import DecodeError, ValidationError
+from prefloop.kafka_client import kafka_options
 from prefloop.settings import Settings
 from schemas import PreferencePair, TrainingRequest, TriggerReason, decode, encode
 from prefloop.keys import PAIR_WM_PREFIX, PAIRS_TOTAL, TRIGGER_LOCK, TRIGGER_STATE
@@ -248,7 +249,7 @@ def _pending(request: TrainingRequest) -> str:
 async def latest_trigger_request(settings: Settings) -> TrainingRequest | None:
     """The newest request made by the trigger (one carrying `pairs_total`) among the last
     TAIL_RECORDS records of each training.requests partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+    consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -281,7 +282,7 @@ async def latest_trigger_request(settings: Settings) -> TrainingRequest | None:
 
 async def read_pairs(settings: Settings, start: dict[str, int], end: dict[str, int]) -> list[PreferencePair]:
     """The pairs on feedback.pairs between two watermark sets (per partition, [start, end))."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+    consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:

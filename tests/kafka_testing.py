@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from prefloop.kafka_admin import create_topics, delete_topics
-from prefloop.settings import TopicSpec
+from prefloop.kafka_client import options_for
+from prefloop.settings import Settings, TopicSpec
 from schemas import decode
 from schemas.records import AvroRecord
 
@@ -29,18 +30,18 @@ class Consumed:
         return decode(self.value)
 
 
-async def create_topic(bootstrap_servers: str, name: str, partitions: int) -> None:
+async def create_topic(bootstrap_servers: Settings | str, name: str, partitions: int) -> None:
     """Create the topic and wait until a client sees all its partitions."""
     await create_topics(bootstrap_servers, [TopicSpec(name, partitions)])
     await _wait_for_metadata(bootstrap_servers, name, partitions)
 
 
-async def delete_topic(bootstrap_servers: str, name: str) -> None:
+async def delete_topic(bootstrap_servers: Settings | str, name: str) -> None:
     await delete_topics(bootstrap_servers, [name])
 
 
-async def _wait_for_metadata(bootstrap_servers: str, topic: str, partitions: int, timeout_s: float = 30.0) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+async def _wait_for_metadata(bootstrap_servers: Settings | str, topic: str, partitions: int, timeout_s: float = 30.0) -> None:
+    consumer = AIOKafkaConsumer(**options_for(bootstrap_servers), enable_auto_commit=False)
     await consumer.start()
     try:
         deadline = time.monotonic() + timeout_s
@@ -53,9 +54,9 @@ async def _wait_for_metadata(bootstrap_servers: str, topic: str, partitions: int
         await consumer.stop()
 
 
-async def end_offsets(bootstrap_servers: str, topic: str) -> dict[int, int]:
+async def end_offsets(bootstrap_servers: Settings | str, topic: str) -> dict[int, int]:
     """Next offset per partition of `topic`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**options_for(bootstrap_servers), enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic)
@@ -78,7 +79,7 @@ async def read_range(
     wanted = {p: (since.get(p, 0), end) for p, end in until.items() if end > since.get(p, 0)}
     if not wanted:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(**options_for(bootstrap_servers), enable_auto_commit=False, isolation_level="read_committed")
     await consumer.start()
     out: list[Consumed] = []
     try:

@@ -159,7 +159,7 @@ async def test_body_over_the_limit_is_413_and_produces_nothing(services, topic_p
     assert await produced(services, topic_pair) == ([], [])
 
     small = json.dumps([RESPONSE]).encode()
-    reply = await http.post("/v1/events", data=small)
+    reply = await http.post("/v1/events", data=small, headers={"Content-Type": "application/json; charset=utf-8"})
     assert reply.status == 202
 
 

@@ -34,7 +34,8 @@ def test_up_emit_collect_pairs_down(tmp_path: Path) -> None:
     pids = {p.stem: int(p.read_text()) for p in (settings.home / "run").glob("*.pid")}
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        assert set(pids) == {"watchdog", "kafka", "redis", "analytics", "worker", "collector", "trainer", "evaluator", "gateway", "rollout"}
+        assert set(pids) == {"watchdog", "kafka", "redis", "analytics", "worker", "collector", "trainer", "evaluator",
+                             "gateway", "rollout", "web"}
 
         emitted = cli(env, "emit", str(EXAMPLES))
         assert emitted.returncode == 0, emitted.stderr

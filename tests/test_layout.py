@@ -21,8 +21,10 @@ LAYERS = {
     "evaluator": {"schemas", "prefloop", "trainer"},
 }
 WIRING = {"prefloop/cli.py", "prefloop/settings_doc.py"}  # they wire the packages together
-# Feature packages that live under prefloop/ but sit above the trainer: the gateway serves its adapters.
-ABOVE_TRAINER = {"prefloop/serving": {"trainer"}}
+# Feature packages that live under prefloop/ but sit above the trainer: the gateway serves its adapters, the
+# web app shows the registry and the trigger's progress, the demo drives the whole loop.
+ABOVE_TRAINER = {"prefloop/serving": {"trainer"}, "prefloop/web": {"trainer", "streams.trigger_progress"},
+                 "prefloop/demo": {"trainer"}}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from prefloop.errors import one_line
+from prefloop.kafka_client import kafka_options
 from prefloop.keys import TRIGGER_LOCK
 from schemas import TrainingRequest, TrainingResult, TrainingStatus
 from trainer.job import EXIT_BAD_INPUT
@@ -240,14 +241,14 @@ async def run_service(settings: Any, once: bool = False, stop: asyncio.Event | N
     busy_s = trainer_settings.job_timeout_s * attempts + trainer_settings.retry_backoff_s * (2 ** attempts) + 300
     consumer = AIOKafkaConsumer(
         topics.TRAINING_REQUESTS,
-        bootstrap_servers=settings.bootstrap_servers,
+        **kafka_options(settings),
         group_id=trainer_settings.consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=1,
         max_poll_interval_ms=int(busy_s * 1000),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka_options(settings), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         await consumer.start()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prefloop.privacy.ledger import ForgottenLedger
 from schemas import PreferencePair
 from trainer.errors import SnapshotError
 from trainer.pairs_io import coerce_pairs, pair_to_json
@@ -88,7 +89,9 @@ def preview_snapshot(
     snapshot_id: str | None = None,
 ) -> Snapshot:
     """The snapshot `create_snapshot` would write, without writing it (to validate a run first)."""
-    typed = sorted(coerce_pairs(pairs), key=lambda p: p.pair_id)
+    # Users forgotten with `prefloop forget`: no pair built on one of their responses is trained on.
+    forgotten = ForgottenLedger(home).response_ids()
+    typed = sorted((p for p in coerce_pairs(pairs) if not _forgotten(p, forgotten)), key=lambda p: p.pair_id)
     if not typed:
         raise SnapshotError("cannot create a snapshot of zero pairs; collect some pairs first")
     digest = content_hash(typed)
@@ -111,6 +114,10 @@ def preview_snapshot(
         path=target,
     )
     return Snapshot(info=info, pairs=typed)
+
+
+def _forgotten(pair: PreferencePair, response_ids: frozenset[str]) -> bool:
+    return bool(response_ids) and (pair.chosen_response_id in response_ids or pair.rejected_response_id in response_ids)
 
 
 def freeze_pairs(pairs: list[PreferencePair], home: Path) -> str:

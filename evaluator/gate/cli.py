@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prefloop.arguments import one_line_errors
+from prefloop.kafka_client import kafka_options
 from prefloop.setting_fields import add_flags, flag_values
 
 GATE_FLAGS = ("min_pairs", "min_improvement", "alpha", "min_slice_pairs", "guardrail_prompts", "max_new_tokens",
@@ -113,7 +114,7 @@ async def _check_kafka(settings: Any, timeout_s: float) -> None:
 
     from evaluator.gate.errors import PublishError
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=int(timeout_s * 1000))
+    producer = AIOKafkaProducer(**kafka_options(settings), request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(producer.start(), timeout=timeout_s)
     except Exception as exc:  # noqa: BLE001 - any failure to connect means the same to the user
@@ -133,7 +134,7 @@ async def _publish(settings: Any, gate: Any, report: Any) -> None:
     from trainer.mirror import open_registry
 
     path = write_report(report, Path(report.candidate_adapter))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka_options(settings), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         async def send(event) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 from evaluator.gate.report import REPORT_JSON, read_report, saved_event, write_report
 from evaluator.gate.settings import GateSettings, load_gate_settings
 from prefloop.errors import PrefloopError
+from prefloop.kafka_client import kafka_options
 from schemas import PromotionDecision, PromotionEvent, TrainingResult, TrainingStatus
 from trainer.fsutil import file_lock
 from trainer.registry import ModelRegistry, VersionStatus
@@ -197,7 +198,7 @@ async def run_service(settings: Any, once: bool = False, stop: asyncio.Event | N
     registry = open_registry(settings)
     consumer = AIOKafkaConsumer(
         topics.TRAINING_RESULTS,
-        bootstrap_servers=settings.bootstrap_servers,
+        **kafka_options(settings),
         group_id=gate.consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -205,7 +206,7 @@ async def run_service(settings: Any, once: bool = False, stop: asyncio.Event | N
         # An evaluation holds the consumer while it runs; past this Kafka hands the partition to another member.
         max_poll_interval_ms=int(gate.max_evaluation_s * 1000),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka_options(settings), acks="all", enable_idempotence=True)
     await producer.start()
     try:
         await consumer.start()

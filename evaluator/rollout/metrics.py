@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from prefloop.analytics.store import sql_string, sql_time
+
 CRASH_KIND = "crash"
 
 
@@ -101,13 +103,6 @@ class LiveMetrics:
         return out
 
 
-def sql_string(text: str) -> str:
-    """A ClickHouse string literal."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _time(ms: int) -> str:
-    return f"fromUnixTimestamp64Milli(toInt64({int(ms)}), 'UTC')"
 
 
 def responses_sql(canary: str, production: str, since_ms: int, stage_since_ms: int, slow_ms: float) -> str:
@@ -125,9 +120,9 @@ def responses_sql(canary: str, production: str, since_ms: int, stage_since_ms: i
             AS {prefix}_p99""")
     return f"""
     SELECT {",".join(arms)},
-        countIf(model_version = {c} AND occurred_at >= {_time(stage_since_ms)}) AS stage_responses
+        countIf(model_version = {c} AND occurred_at >= {sql_time(stage_since_ms)}) AS stage_responses
     FROM feedback_events FINAL
-    WHERE event_type = 'response' AND model_version IN ({c}, {p}) AND occurred_at >= {_time(since_ms)}"""
+    WHERE event_type = 'response' AND model_version IN ({c}, {p}) AND occurred_at >= {sql_time(since_ms)}"""
 
 
 def actions_sql(canary: str, production: str, since_ms: int, stage_since_ms: int) -> str:
@@ -145,9 +140,9 @@ def actions_sql(canary: str, production: str, since_ms: int, stage_since_ms: int
     SELECT {",".join(arms)},
         countIf(kind = 'CHOICE' AND model_version = {c} AND rejected_model_version = {p}) AS wins,
         countIf(kind = 'CHOICE' AND model_version = {p} AND rejected_model_version = {c}) AS losses,
-        countIf(({judged}) AND occurred_at >= {_time(stage_since_ms)}) AS stage_feedback
+        countIf(({judged}) AND occurred_at >= {sql_time(stage_since_ms)}) AS stage_feedback
     FROM action_facts FINAL
-    WHERE (model_version IN ({c}, {p}) OR rejected_model_version IN ({c}, {p})) AND occurred_at >= {_time(since_ms)}"""
+    WHERE (model_version IN ({c}, {p}) OR rejected_model_version IN ({c}, {p})) AND occurred_at >= {sql_time(since_ms)}"""
 
 
 def _row(store: Store, sql: str) -> dict[str, Any]:

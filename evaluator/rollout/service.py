@@ -23,6 +23,8 @@ from evaluator.rollout.settings import RolloutSettings, load_rollout_settings
 from evaluator.rollout.state import RolloutState
 from prefloop import keys, topics
 from prefloop.errors import PrefloopError, ServiceError, one_line
+from prefloop.kafka_client import kafka_options
+from prefloop.settings import redact_url
 from schemas import encode
 from schemas.records import PromotionEvent
 
@@ -46,7 +48,7 @@ def open_redis(settings: Any) -> Any:
 async def _producer(settings: Any) -> Any:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka_options(settings), acks="all", enable_idempotence=True)
     try:
         await producer.start()
     except Exception as exc:  # noqa: BLE001 - aiokafka raises several kinds for an unreachable broker
@@ -70,7 +72,7 @@ async def _open_consumer(settings: Any, controller: Controller) -> Any:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     partitions = next(spec.partitions for spec in settings.topics() if spec.name == topics.PROMOTIONS)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(topics.PROMOTIONS, p) for p in range(partitions)]
@@ -157,7 +159,7 @@ async def submit(settings: Any, command: Command, timeout_s: float | None = None
         try:
             push(redis_client, command)
         except Exception as exc:  # noqa: BLE001 - any client error means the same to the user
-            raise ServiceError(f"Redis at {settings.redis_dsn} is not reachable ({type(exc).__name__}); "
+            raise ServiceError(f"Redis at {redact_url(settings.redis_dsn)} is not reachable ({type(exc).__name__}); "
                                "start the services with `prefloop up`") from None
         deadline = loop_time() + (timeout_s or rollout_settings.command_timeout_s)
         while loop_time() < deadline:

@@ -16,6 +16,7 @@ from evaluator.rollout.settings import load_rollout_settings
 from evaluator.rollout.state import Decided, RolloutState
 from prefloop import keys, routing
 from prefloop.errors import ServiceError
+from prefloop.settings import redact_url
 
 
 @dataclass
@@ -56,7 +57,7 @@ def gather(settings: Any, decisions: int = 5) -> StatusReport:
             table = routing.read_table(client)
             holder = client.get(keys.ROLLOUT_LEASE)
         except Exception as exc:  # noqa: BLE001 - any client error means the same to the user
-            raise ServiceError(f"Redis at {settings.redis_dsn} is not reachable ({type(exc).__name__}); "
+            raise ServiceError(f"Redis at {redact_url(settings.redis_dsn)} is not reachable ({type(exc).__name__}); "
                                "start the services with `prefloop up`") from None
     finally:
         client.close()

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Protocol, Sequence
+from urllib.parse import urlsplit
 
 import requests
 
 from prefloop.errors import PrefloopError
-from prefloop.settings import Settings
+from prefloop.settings import Settings, redact_url
 
 # UInt64 as JSON numbers, not strings, so rows read the same from every backend.
 QUERY_SETTINGS = {"output_format_json_quote_64bit_integers": 0, "output_format_json_quote_64bit_floats": 0}
@@ -50,6 +51,17 @@ def ch_time(ms: int) -> str:
     epoch seconds with milliseconds ("1700000000.123"; inserts use date_time_input_format=best_effort).
     Cheap enough for the streams' rows, which build one per event."""
     return f"{ms // 1000}.{ms % 1000:03d}"
+
+
+def sql_string(text: str) -> str:
+    """A ClickHouse string literal (for values that cannot be query parameters of every store; any text,
+    NUL included: user ids are arbitrary)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\0", "\\0") + "'"
+
+
+def sql_time(ms: int) -> str:
+    """An instant (epoch milliseconds) as a ClickHouse DateTime64(3) expression in UTC."""
+    return f"fromUnixTimestamp64Milli(toInt64({int(ms)}), 'UTC')"
 
 
 def json_each_row(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
@@ -99,14 +111,14 @@ class ClickHouseStore(_StoreMixin):
         try:
             self.client = clickhouse_connect.get_client(dsn=dsn)
         except Exception as exc:
-            raise AnalyticsError(f"cannot open analytics store {_redact(dsn)}: {_first_line(exc)}") from exc
+            raise AnalyticsError(f"cannot open analytics store {_redact(dsn)}: {_scrub(_first_line(exc), dsn)}") from exc
         self.dsn = dsn
 
     def raw(self, sql: str, fmt: str = "JSONCompact") -> bytes:
         try:
             return self.client.raw_query(sql, settings=QUERY_SETTINGS, fmt=fmt)
         except Exception as exc:
-            raise AnalyticsError(_first_line(exc)) from exc
+            raise AnalyticsError(_scrub(_first_line(exc), self.dsn)) from exc
 
     def insert_json(self, table: str, columns: Sequence[str], body: bytes, fmt: str = "JSONEachRow") -> None:
         if fmt not in INSERT_FORMATS:
@@ -114,7 +126,7 @@ class ClickHouseStore(_StoreMixin):
         try:
             self.client.raw_insert(table, list(columns), insert_block=body, settings=INSERT_SETTINGS, fmt=fmt)
         except Exception as exc:
-            raise AnalyticsError(f"insert into {table} failed: {_first_line(exc)}") from exc
+            raise AnalyticsError(f"insert into {table} failed: {_scrub(_first_line(exc), self.dsn)}") from exc
 
     def close(self) -> None:
         self.client.close()
@@ -161,10 +173,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _redact(dsn: str) -> str:
-    if "@" in dsn and "://" in dsn:
-        scheme, rest = dsn.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return dsn
+    return redact_url(dsn)
+
+
+def _scrub(text: str, dsn: str) -> str:
+    """An error message without the DSN's password, should the driver have quoted the URL."""
+    password = urlsplit(dsn).password if "://" in dsn else None
+    return text.replace(password, "***") if password else text
 
 
 def connect(settings: Settings) -> _StoreMixin:

@@ -190,7 +190,7 @@ async def run_ingest_bench(
     from aiokafka.errors import KafkaError
 
     try:
-        await create_topics(settings.bootstrap_servers, [TopicSpec(topic, partitions)])
+        await create_topics(settings, [TopicSpec(topic, partitions)])
     except (KafkaError, OSError) as exc:
         raise BenchError(f"cannot create bench topic {topic} on Kafka at {settings.bootstrap_servers} ({exc}); "
                          "start it with `prefloop up`") from exc
@@ -211,7 +211,7 @@ async def run_ingest_bench(
             await raw.stop()
         return IngestResult(topic, partitions, client.producer_options(), sdk_rounds, raw_rounds)
     finally:
-        await delete_topics(settings.bootstrap_servers, [topic])
+        await delete_topics(settings, [topic])
 
 
 def format_result(result: IngestResult) -> str:

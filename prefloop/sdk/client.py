@@ -25,9 +25,11 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
 from prefloop import routing, topics
+from prefloop.kafka_client import diagnose, kafka_options
+from prefloop.privacy import PrivacySettings, Pseudonymiser
 from prefloop.sdk.config import ClientSettings
 from prefloop.sdk.exceptions import ClientClosedError, DeliveryError, KafkaUnavailableError, RoutingUnavailableError
-from prefloop.settings import Settings, load_settings
+from prefloop.settings import Settings, load_settings, redact_url
 from schemas import encode
 from schemas.codec import SchemaRegistry, default_registry
 from schemas.records import Action, ActionKind, AvroRecord, Response, new_event_id
@@ -69,6 +71,7 @@ class FeedbackClient:
         registry: SchemaRegistry | None = None,
     ) -> None:
         settings = settings if settings is not None else load_settings()
+        self._settings = settings
         overrides = {
             "linger_ms": linger_ms,
             "max_batch_size": max_batch_size,
@@ -81,11 +84,14 @@ class FeedbackClient:
         # replace() runs ClientSettings' checks again on the overridden values.
         self.config = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
         self.bootstrap_servers = bootstrap_servers or settings.bootstrap_servers
+        self._kafka = kafka_options(settings, self.bootstrap_servers)  # [kafka] security settings
         self.redis_dsn = settings.redis_dsn
         # The routing table for choose_model(): read from Redis at most once a second, like the gateway.
         self._routing = routing.CachedTable(max_age_s=1.0)
         self._redis: Any = None
         self._registry = registry or default_registry()
+        # [privacy] pseudonymise_user_ids: user ids are replaced here, so no raw id reaches Kafka.
+        self._pseudonymiser = Pseudonymiser.from_settings(settings.section(PrivacySettings))
         self._routes: dict[type, Route] = {
             Response: Route(responses_topic, attrgetter("prompt_id")),
             Action: Route(actions_topic, attrgetter("response_id")),
@@ -112,7 +118,7 @@ class FeedbackClient:
 
     def producer_options(self) -> dict[str, Any]:
         """The exact aiokafka producer configuration this client uses."""
-        return {"bootstrap_servers": self.bootstrap_servers, **self.config.producer_options()}
+        return {**self._kafka, **self.config.producer_options()}
 
     async def start(self) -> None:
         """Connect to Kafka. Sending starts the client on first use, so calling this is optional."""
@@ -134,10 +140,7 @@ class FeedbackClient:
                     await producer.start()
                 except Exception as exc:
                     await producer.stop()
-                    raise KafkaUnavailableError(
-                        f"cannot connect to Kafka at {self.bootstrap_servers} ({type(exc).__name__}: {exc}); "
-                        "is `prefloop up` running, or is PREFLOOP_KAFKA_BOOTSTRAP right?"
-                    ) from exc
+                    raise KafkaUnavailableError(await diagnose(exc, self._settings, self.bootstrap_servers)) from exc
                 self._producer = producer
         return self._producer
 
@@ -207,7 +210,7 @@ class FeedbackClient:
         table = await self._routing.refresh(self._redis)
         if table is None:
             why = f"Redis is unreachable ({self._routing.error})" if self._routing.error else "no version is in production yet"
-            raise RoutingUnavailableError(f"no routing table at {self.redis_dsn}: {why}; is `prefloop up` running?")
+            raise RoutingUnavailableError(f"no routing table at {redact_url(self.redis_dsn)}: {why}; is `prefloop up` running?")
         return table.version_for(user_id)
 
     # -- events ------------------------------------------------------------------------
@@ -276,16 +279,26 @@ class FeedbackClient:
             self._check_inflight()
         return record
 
-    async def send_many(self, records: Iterable[AvroRecord]) -> list[RecordMetadata]:
+    async def send_many(self, records: Iterable[AvroRecord], *, validated: bool = False) -> list[RecordMetadata]:
         """Validate and encode every record first (nothing is sent if one is bad), then send them
         all and wait for Kafka to acknowledge each; raises DeliveryError otherwise. The wait
-        includes up to `linger_ms`, the time a batch may wait for more events."""
-        prepared = [self._prepare(record) for record in records]
+        includes up to `linger_ms`, the time a batch may wait for more events.
+
+        `validated=True` skips the per-record validation for records the caller has just
+        validated itself (the collector builds them with `from_json`, which checks every field).
+        """
+        prepared = [self._prepare(record, validate=not validated) for record in records]
         producer = self._producer or await self._ensure_started()
-        futures = [await self._produce(producer, topic, key, value) for topic, key, value in prepared]
+        send = producer.send
+        futures = []
+        for topic, key, value in prepared:
+            try:
+                futures.append(await send(topic, value, key=key))
+            except KafkaError as exc:
+                raise self._send_error(topic, exc) from exc
         if not futures:
             return []
-        done, pending = await asyncio.wait(futures, timeout=self.config.delivery_timeout_s)
+        pending = await _wait_all(futures, self.config.delivery_timeout_s)
         for fut in pending:  # retrieve their outcome later, so no "exception never retrieved" noise
             fut.add_done_callback(_consume_outcome)
         if pending:
@@ -294,7 +307,7 @@ class FeedbackClient:
                 f"to acknowledge {len(pending)} of {len(futures)} event(s)",
                 failed=len(pending),
             )
-        errors = [fut.exception() for fut in futures if fut.exception() is not None]
+        errors = [exc for fut in futures if (exc := fut.exception()) is not None]
         if errors:
             raise DeliveryError(
                 f"Kafka did not acknowledge {len(errors)} of {len(futures)} event(s): "
@@ -303,18 +316,15 @@ class FeedbackClient:
             )
         return [fut.result() for fut in futures]
 
-    def _prepare(self, record: AvroRecord) -> tuple[str, bytes, bytes]:
+    def _prepare(self, record: AvroRecord, validate: bool = True) -> tuple[str, bytes, bytes]:
         route = self._routes.get(type(record))
         if route is None:
             raise TypeError(f"FeedbackClient sends Response and Action records, got {type(record).__name__}")
-        record.validate()
+        if validate:
+            record.validate()
+        if self._pseudonymiser is not None:
+            record = self._pseudonymiser.apply(record)
         return route.topic, route.key(record).encode(), encode(record, self._registry)
-
-    async def _produce(self, producer: AIOKafkaProducer, topic: str, key: bytes, value: bytes) -> asyncio.Future:
-        try:
-            return await producer.send(topic, value, key=key)
-        except KafkaError as exc:
-            raise self._send_error(topic, exc) from exc
 
     def _send_error(self, topic: str, exc: Exception) -> DeliveryError:
         return DeliveryError(f"cannot send to topic {topic!r} on Kafka at {self.bootstrap_servers}: {type(exc).__name__}: {exc}")
@@ -344,6 +354,25 @@ async def _send_now_and_wait(producer: AIOKafkaProducer) -> None:
     accumulator = getattr(producer, "_message_accumulator", None)
     flush_now = getattr(accumulator, "flush_for_commit", None)
     await (flush_now() if flush_now is not None else producer.flush())
+
+
+async def _wait_all(futures: list[asyncio.Future], timeout_s: float) -> list[asyncio.Future]:
+    """Wait until every future is done or `timeout_s` passed; returns those still pending.
+
+    Newest first: a partition's batches are acknowledged in order, so once the newest future
+    of a partition is done the older ones mostly are too, and the loop waits a few times per
+    call (about once per partition) instead of registering a callback on every future, as
+    `asyncio.wait(futures)` does.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    for fut in reversed(futures):
+        if not fut.done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait((fut,), timeout=remaining)
+    return [fut for fut in futures if not fut.done()]
 
 
 def _consume_outcome(fut: asyncio.Future) -> None:

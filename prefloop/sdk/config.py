@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from prefloop.errors import ConfigError
+from prefloop.partitioner import Murmur2Partitioner
 from prefloop.setting_fields import check_fields, setting
 
 COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
@@ -44,5 +45,7 @@ class ClientSettings:
             "max_batch_size": self.max_batch_size,
             "compression_type": None if self.compression_type == "none" else self.compression_type,
             "request_timeout_ms": self.request_timeout_ms,
+            # Same partitions as aiokafka's default (murmur2 of the key), computed in C.
+            "partitioner": Murmur2Partitioner(),
         }
 

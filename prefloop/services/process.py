@@ -168,7 +168,7 @@ def isolated_settings(home: Path, **overrides: object) -> Settings:
     """Settings in `home` with every service on a free loopback port: for tests and benchmarks, which
     must never touch the default home or ports (others may be using them)."""
     ports = {name: free_port() for name in ("kafka_port", "kafka_controller_port", "redis_port", "analytics_port",
-                                            "collector_port", "serve_port")}
+                                            "collector_port", "serve_port", "web_port")}
     return Settings(home=home, **{**ports, **overrides})  # type: ignore[arg-type]
 
 

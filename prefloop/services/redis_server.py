@@ -41,6 +41,10 @@ def ping(url: str) -> bool:
         return False
 
 
+def _conf_quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
 class RedisService:
     name = "redis"
 
@@ -53,9 +57,13 @@ class RedisService:
         binary = ensure_redis_server()
         ensure_port_free(self.settings.redis_port, "Redis", "redis_port")
         self.dir.mkdir(parents=True, exist_ok=True)
+        # The password goes in a file only prefloop's user reads, not on the command line (`ps`, the service log).
+        conf = self.dir / "redis.conf"
+        conf.write_text(f'requirepass "{_conf_quote(self.settings.redis_password)}"\n' if self.settings.redis_password else "")
+        conf.chmod(0o600)
         # Append-only file with fsync every second: dedup keys and the trigger state survive a restart.
         self.proc.start([
-            binary, "--bind", "127.0.0.1", "--port", str(self.settings.redis_port), "--dir", str(self.dir),
+            binary, str(conf), "--bind", "127.0.0.1", "--port", str(self.settings.redis_port), "--dir", str(self.dir),
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
             "--protected-mode", "yes", "--maxmemory-policy", "noeviction",
         ])

@@ -19,7 +19,7 @@ from prefloop.services.process import ManagedProcess, ensure_port_free, pid_aliv
 from prefloop.services.redis_server import RedisService, ensure_redis_server
 from prefloop.settings import Settings
 
-ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer", "evaluator", "gateway", "rollout")
+ALL_SERVICES = ("kafka", "redis", "analytics", "worker", "collector", "trainer", "evaluator", "gateway", "rollout", "web")
 
 
 class Service(Protocol):
@@ -159,6 +159,27 @@ class GatewayService(PythonService):
             return False
 
 
+class WebService(PythonService):
+    """`prefloop web`: the arena, leaderboard and dashboard; healthy once it answers HTTP (the login page too)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, "web", "prefloop.cli", ["web"])
+        self.port = (settings.web_port, "web_port")
+
+    def healthy(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        host = self.settings.web_host
+        if host in ("0.0.0.0", "::", ""):  # bound to every address: ask on loopback
+            host = "127.0.0.1"
+        try:
+            with urllib.request.urlopen(f"http://{host}:{self.settings.web_port}/", timeout=2) as answer:
+                return answer.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+
 def build_services(settings: Settings) -> dict[str, Service]:
     services: dict[str, Service] = {"kafka": KafkaService(settings), "redis": RedisService(settings)}
     if settings.embedded_analytics:
@@ -169,6 +190,7 @@ def build_services(settings: Settings) -> dict[str, Service]:
     services["evaluator"] = EvaluatorService(settings)
     services["gateway"] = GatewayService(settings)
     services["rollout"] = RolloutService(settings)
+    services["web"] = WebService(settings)
     return services
 
 
@@ -273,7 +295,7 @@ def status(settings: Settings, trigger_progress: TriggerProgress | None = None) 
         from prefloop.services.kafka import end_offsets
 
         try:
-            report.topic_offsets = asyncio.run(end_offsets(settings.bootstrap_servers, [t.name for t in settings.topics()]))
+            report.topic_offsets = asyncio.run(end_offsets(settings, [t.name for t in settings.topics()]))
         except Exception as exc:  # status must still print the rest
             report.problems.append(f"kafka: {exc}")
     if by_name.get("analytics", ServiceStatus("analytics", None, True)).healthy:

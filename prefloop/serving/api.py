@@ -217,7 +217,7 @@ class ErrorResponse(BaseModel):
 
 # OpenAI's error `type` per HTTP status.
 ERROR_TYPES = {
-    400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
     405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
     500: "server_error", 502: "upstream_error", 503: "service_unavailable", 504: "timeout",
 }

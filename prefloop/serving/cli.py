@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import ipaddress
 import logging
 
 from prefloop.arguments import one_line_errors
-from prefloop.errors import ConfigError
+from prefloop.auth import AuthSettings, ServeAuthSettings, check_bind
 from prefloop.setting_fields import add_flags, flag_values
 from prefloop.serving.settings import ServeSettings
 from prefloop.settings import Settings, load_settings
@@ -23,30 +22,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Serve /v1/chat/completions and /v1/models. Flags override the [serve] settings.",
     ))
     add_flags(p, Settings, ADDRESS_FLAGS, {"serve_host": ("--host",), "serve_port": ("--port",)})
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without API keys ([serve_auth])")
     add_flags(p, ServeSettings, FLAGS)
     p.set_defaults(handler=cmd_serve)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name other than localhost may resolve to anything
-
-
-def check_bind(host: str, serve: ServeSettings) -> None:
-    if not is_loopback(host) and not serve.api_key_hashes:
-        raise ConfigError(f"refusing to serve on {host} without API keys; set [serve] api_key_hashes "
-                          "(sha256 of each key: printf %s KEY | sha256sum) or bind 127.0.0.1")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(**flag_values(args, ADDRESS_FLAGS))
     serve = dataclasses.replace(settings.section(ServeSettings), **flag_values(args, FLAGS))
-    check_bind(settings.serve_host, serve)
-    run(settings, serve)
+    auth = settings.section(ServeAuthSettings)
+    check_bind(settings.serve_host, auth, "serve", args.insecure)
+    run(settings, serve, auth)
     return 0
 
 
@@ -82,7 +68,7 @@ def build_gateway(settings: Settings, serve: ServeSettings):  # -> server.Gatewa
     return Gateway(serve, backend, routing, versions, capture)
 
 
-def run(settings: Settings, serve: ServeSettings) -> None:
+def run(settings: Settings, serve: ServeSettings, auth: AuthSettings | None = None) -> None:
     """Serve until SIGINT/SIGTERM; buffered Responses are flushed on the way out."""
     from aiohttp import web
 
@@ -91,7 +77,8 @@ def run(settings: Settings, serve: ServeSettings) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ensure_port_free(settings.serve_port, "gateway", "serve_port")
-    app = create_app(build_gateway(settings, serve))
+    auth = auth if auth is not None else settings.section(ServeAuthSettings)
+    app = create_app(build_gateway(settings, serve), auth)
     logging.getLogger("prefloop.serve").info(
         "gateway on %s (backend %s, capture %s)", settings.serve_url, serve.backend, "on" if serve.capture else "off")
     web.run_app(app, host=settings.serve_host, port=settings.serve_port, print=None, access_log=None)

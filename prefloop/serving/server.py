@@ -11,8 +11,6 @@ per `user`). The completion `id` is the `response_id` of the Response recorded f
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import time
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
+from prefloop.auth import AuthSettings, protect
 from prefloop.serving.api import (
     AssistantMessage, BadRequest, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice, Delta,
     ModelCard, ModelList, Usage, error_body, parse_request,
@@ -88,17 +87,18 @@ def generation_error_response(exc: GenerationError, response_id: str | None = No
     return error_response(exc.status, exc.message, exc.param, code, headers)
 
 
+# The shared access checks' refusals (prefloop/auth/) as OpenAI's error codes.
+_OPENAI_CODES = {"missing_api_key": "invalid_api_key", "rate_limited": "rate_limit_exceeded"}
+
+
+def _auth_error(status: int, message: str, code: str, headers: dict[str, str]) -> web.Response:
+    return error_response(status, message, code=_OPENAI_CODES.get(code, code), headers=headers)
+
+
 @web.middleware
 async def openai_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every error is OpenAI's error object, with the right status; /v1 needs a key when keys are configured."""
+    """Every error is OpenAI's error object, with the right status."""
     gateway = request.app[GATEWAY]
-    hashes = gateway.settings.api_key_hashes
-    if hashes and request.path.startswith("/v1/"):
-        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-        digest = hashlib.sha256(key.strip().encode()).hexdigest()
-        # compare_digest against every stored hash: the time taken does not say which (or whether one) matched.
-        if scheme.lower() != "bearer" or not key or not any([hmac.compare_digest(digest, h) for h in hashes]):
-            return error_response(401, "invalid or missing API key: send `Authorization: Bearer KEY`", code="invalid_api_key")
     try:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
@@ -278,8 +278,9 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=503 if backend["state"] == "failed" else 200)
 
 
-def create_app(gateway: Gateway) -> web.Application:
-    """The gateway's app; it starts the capture, backend and routing cache on start-up and closes them on cleanup."""
+def create_app(gateway: Gateway, auth: AuthSettings | None = None) -> web.Application:
+    """The gateway's app; it starts the capture, backend and routing cache on start-up and closes them on cleanup.
+    `auth` ([serve_auth]: API keys, rate limit, CORS origins; prefloop/auth/) guards /v1/."""
     app = web.Application(client_max_size=gateway.settings.max_body_bytes, middlewares=[openai_errors])
     app[GATEWAY] = gateway
 
@@ -298,4 +299,5 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/health", health)
+    protect(app, auth if auth is not None else AuthSettings(), _auth_error)
     return app

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -12,7 +11,6 @@ from prefloop.errors import ConfigError
 from prefloop.setting_fields import check_fields, setting
 
 BACKENDS = ("local", "openai")
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -63,22 +61,11 @@ class ServeSettings:
         help="Upstream model name per registry version (`v1.0=base,v1.2=v1.2`); a version not listed is asked for "
              "by its own name, which is what `vllm serve --served-model-name v1.0 --lora-modules v1.2=DIR` serves.",
     )
-    api_key_hashes: list[str] = setting(
-        factory=list, secret=True,
-        help="SHA-256 hex digests of the API keys clients send as `Authorization: Bearer KEY` (`printf %s KEY | sha256sum`). "
-             "Empty: no key needed, and only a loopback address may be bound.",
-    )
 
     def __post_init__(self) -> None:
         check_fields(self)
         if self.default_max_tokens > self.max_tokens:
             raise ConfigError(f'"default_max_tokens" should be at most max_tokens ({self.max_tokens}), got {self.default_max_tokens}')
-        self.api_key_hashes = [h.strip().lower() for h in self.api_key_hashes]
-        for index, digest in enumerate(self.api_key_hashes):
-            if not _SHA256_HEX.fullmatch(digest):
-                # The value itself is not shown: a key pasted here by mistake must not reach a log.
-                raise ConfigError(f'"api_key_hashes" entry {index + 1} should be a SHA-256 hex digest (64 hex characters); '
-                                  "store `printf %s KEY | sha256sum`, not the key")
         if self.backend == "openai" and not self.upstream_url:
             raise ConfigError('"upstream_url" is required with backend openai (e.g. http://127.0.0.1:8000/v1)')
         self.upstream_url = self.upstream_url.rstrip("/")

@@ -13,7 +13,8 @@ import random
 import re
 
 POLITE_OPENERS = ("sure", "of course", "happy to help", "certainly", "great question", "thanks for asking")
-SHORT_WORDS = 40  # answers up to this many words carry no length penalty
+SHORT_WORDS = 20  # answers up to this many words carry no length penalty
+LENGTH_STEP = 10  # then one point of utility is lost per this many words
 
 _WORD = re.compile(r"\S+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -29,10 +30,12 @@ def word_count(text: str) -> int:
 
 
 def score(text: str) -> float:
-    """The hidden utility of an answer: +1.5 for a polite opener, −1 per 40 words beyond 40, −3 if empty."""
+    """The hidden utility of an answer: +1.5 for a polite opener, −1 per 10 words beyond 20, −3 if empty.
+    The length term varies between a model's own answers, so A/B choices, thumbs and ratings carry it;
+    the opener is taught by edits."""
     if not text.strip():
         return -3.0
-    return (1.5 if opens_politely(text) else 0.0) - max(0, word_count(text) - SHORT_WORDS) / SHORT_WORDS
+    return (1.5 if opens_politely(text) else 0.0) - max(0, word_count(text) - SHORT_WORDS) / LENGTH_STEP
 
 
 def sigmoid(x: float) -> float:
@@ -40,7 +43,7 @@ def sigmoid(x: float) -> float:
 
 
 def thumbs_up_probability(text: str) -> float:
-    """P(thumbs up): 0.38 for a neutral short answer, 0.73 for a polite short one."""
+    """P(thumbs up): 0.38 for a plain short answer, 0.73 for a polite short one, 0.18 for a plain one of 30 words."""
     return sigmoid(score(text) - 0.5)
 
 
@@ -60,12 +63,12 @@ def rating(text: str, rng: random.Random) -> int:
 
 def edit_toward_preference(text: str) -> str:
     """What a user who edits the answer makes of it: a polite opener and its first sentence, at most
-    25 words. An empty answer gets a polite placeholder."""
+    18 words. An empty answer gets a polite placeholder."""
     body = text.strip()
     if opens_politely(body):
         body = body.split(None, 1)[1] if " " in body else ""
     first = _SENTENCE_END.split(body, maxsplit=1)[0] if body else "here is what I know"
-    words = first.split()[:25]
+    words = first.split()[:18]
     sentence = " ".join(words).rstrip(",;:")
     if sentence and sentence[-1] not in ".!?":
         sentence += "."

@@ -46,6 +46,13 @@ class FeedbackMix:
     accept: float = 0.10
     ab_choice: float = 0.15
 
+    def __post_init__(self) -> None:
+        from prefloop.errors import ConfigError
+
+        shares = (self.thumbs, self.rating, self.edit, self.accept, self.ab_choice)
+        if min(shares) < 0 or self.thumbs + self.rating + self.edit + self.accept > 1 or self.ab_choice > 1:
+            raise ConfigError(f"feedback shares should be >= 0, thumbs + rating + edit + accept <= 1 and ab_choice <= 1; got {self}")
+
 
 @dataclass(frozen=True)
 class SimulationConfig:
@@ -131,7 +138,8 @@ class SimulationReport:
 
 
 class Simulation:
-    def __init__(self, config: SimulationConfig, backend: Backend, feedback, progress: Callable[[SimulationReport], None] | None = None):
+    def __init__(self, config: SimulationConfig, backend: Backend, feedback, progress: Callable[[SimulationReport], None] | None = None,
+                 truth: GroundTruth | None = None):
         self.config = config
         self.backend = backend
         self.feedback = feedback  # prefloop.sdk.FeedbackClient, started
@@ -140,10 +148,12 @@ class Simulation:
         self.user_ids = [f"sim-u{config.seed}-{i:05d}" for i in range(config.users)]
         # Each user's judgement noise is their own seeded stream: the same run judges the same way.
         self.user_rngs = {u: random.Random(f"{config.seed}:{u}") for u in self.user_ids}
-        self.report = SimulationReport()
+        self.report = SimulationReport(truth=truth or GroundTruth())  # a caller may carry one truth across runs
         self.progress = progress
 
-    async def run(self) -> SimulationReport:
+    async def run(self, stop: asyncio.Event | None = None) -> SimulationReport:
+        """Send requests until the duration, the request count or `stop` (set by a caller that watches
+        for something, e.g. the demo waiting for the trigger), then wait for those in flight."""
         cfg = self.config
         started = time.monotonic()
         deadline = started + cfg.duration_s
@@ -152,11 +162,13 @@ class Simulation:
         index = 0
         last_progress = started
         while time.monotonic() < deadline and (cfg.max_requests is None or index < cfg.max_requests):
+            if stop is not None and stop.is_set():
+                break
             due = started + index / cfg.rate
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
                     break
             await limit.acquire()
             user = self.rng.choice(self.user_ids)

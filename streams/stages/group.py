@@ -26,6 +26,8 @@ from collections import defaultdict, deque
 from typing import Any, Sequence
 
 from prefloop import topics as contract
+from prefloop.keys import INDEX_PREFIX
+from prefloop.partitioner import partition_for
 from schemas import Action, ActionKind, PreferencePair, Response, encode
 from streams import wire
 from streams.batching import records
@@ -33,8 +35,7 @@ from streams.dlq import UNKNOWN_REFERENCE, Rejected, dead_letter, decode_as
 from streams.pairing.prompt_group import PairDraft, PromptGroup
 from streams.pairing.quality import QualityRules
 from streams.pairing.text import normalised_distance
-from prefloop.keys import INDEX_PREFIX
-from streams.runtime import BatchStage, Runtime, fatal, partition_for
+from streams.runtime import BatchStage, Runtime, fatal
 from streams.sinks import rows
 from streams.sinks.rows import row_json, send_rows
 from streams.state import GroupState, HeldAction

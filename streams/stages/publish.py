@@ -32,6 +32,7 @@ from typing import Any, Sequence
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from prefloop import topics as contract
+from prefloop.kafka_client import kafka_options
 from schemas import decode
 from streams import wire
 from prefloop.keys import PAIR_IDS_PREFIX, PAIR_WM_PREFIX, PAIRS_TOTAL
@@ -187,7 +188,7 @@ class PublishStage(BatchStage):
         """Index every pair in feedback.pairs[partition] past the watermark (see the module doc)."""
         rt = self.rt
         if self._reader is None:
-            self._reader = AIOKafkaConsumer(bootstrap_servers=rt.settings.bootstrap_servers, group_id=None,
+            self._reader = AIOKafkaConsumer(**kafka_options(rt.settings), group_id=None,
                                             enable_auto_commit=False, auto_offset_reset="earliest",
                                             max_partition_fetch_bytes=4 * 1024 * 1024)
             await self._reader.start()

@@ -186,7 +186,7 @@ def test_redis_losing_its_last_second_of_writes_loses_and_doubles_nothing(stack,
     assert "Redis came back: wrote the last" in stack.log("worker")
     client = redis.Redis.from_url(stack.settings.redis_dsn)
     try:  # the dedup index holds every published pair again (the watermarks rolled back with the ids)
-        from streams.runtime import partition_for
+        from prefloop.partitioner import partition_for
 
         for pair in pairs:
             part = partition_for(pair.pair_id, stack.settings.pairs_partitions)

@@ -19,7 +19,7 @@ import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -30,18 +30,6 @@ from prefloop.services.supervisor import service_env  # noqa: E402
 from prefloop.settings import Settings  # noqa: E402
 from serving_helpers import PROXY_KEY, UPSTREAM_SECRET, ServeProcess, start_serve  # noqa: E402
 from streams_helpers import Worker, Workers  # noqa: E402
-
-# What the serving tests started for all of them, stopped as soon as the last one is done rather than at
-# the end of the session: the fleet's streams worker consumes the contract topics and publishes pairs,
-# and left running it would be a second pipeline under every later test (the streams tests among them).
-AFTER_LAST_TEST: list[Callable[[], None]] = []
-SERVING_TESTS = Path(__file__).resolve().parent
-
-
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    if nextitem is None or SERVING_TESTS not in Path(nextitem.path).resolve().parents:
-        while AFTER_LAST_TEST:
-            AFTER_LAST_TEST.pop()()
 
 
 
@@ -123,8 +111,7 @@ class Fleet:
 
 @pytest.fixture(scope="session")
 def fleet(services: Settings, serving_env: dict[str, str], registry_home: Path, routing_redis) -> Iterator[Fleet]:
-    """The two local gateways and the worker, started together (each takes seconds to import torch and load);
-    stopped with the last serving test (`pytest_runtest_teardown`)."""
+    """The two local gateways and the worker, started together (each takes seconds to import torch and load)."""
     logs = registry_home / "logs"
     worker_env = service_env(services)
     worker_env.update({"PREFLOOP_STREAMS_APP_ID": "prefloop-serving-tests", "PREFLOOP_STREAMS_SINK_BATCH_S": "0.3",
@@ -132,13 +119,6 @@ def fleet(services: Settings, serving_env: dict[str, str], registry_home: Path, 
                        "PREFLOOP_STREAMS_TRIGGER_CHECK_S": "3600"})
     workers = Workers(services, worker_env)
     started: list[ServeProcess] = []
-
-    def stop() -> None:
-        for proc in started:
-            proc.stop()
-        workers.stop_all()
-
-    AFTER_LAST_TEST.append(stop)
     try:
         started.append(start_serve(serving_env, logs, "gateway", base_model="tiny", max_batch_size="4", queue_size="4",
                                    batch_window_ms="20"))
@@ -149,7 +129,9 @@ def fleet(services: Settings, serving_env: dict[str, str], registry_home: Path, 
         worker.wait_ready(120)
         yield Fleet(started[0], started[1], worker)
     finally:
-        stop()
+        for proc in started:
+            proc.stop()
+        workers.stop_all()
 
 
 @pytest.fixture(scope="session")
@@ -185,8 +167,7 @@ def proxy_redis(tmp_path_factory: pytest.TempPathFactory):  # -> RedisService
 def proxy(serving_env: dict[str, str], registry_home: Path, upstream: ServeProcess, proxy_redis) -> Iterator[ServeProcess]:
     env = dict(serving_env, PREFLOOP_REDIS_URL=proxy_redis.settings.redis_dsn)
     proc = start_serve(env, registry_home / "logs", "proxy", backend="openai", upstream_url=f"{upstream.url}/v1",
-                       api_key_hashes=hashlib.sha256(PROXY_KEY.encode()).hexdigest(), upstream_api_key=UPSTREAM_SECRET)
-    AFTER_LAST_TEST.append(proc.stop)
+                       auth_keys=f"proxy:{hashlib.sha256(PROXY_KEY.encode()).hexdigest()}", upstream_api_key=UPSTREAM_SECRET)
     try:
         proc.wait_ready(60)
         yield proc

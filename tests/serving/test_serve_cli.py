@@ -20,10 +20,10 @@ def serve(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Complet
 
 
 @pytest.mark.parametrize("args, extra_env, says", [
-    (["--host", "0.0.0.0"], {}, "refusing to serve on 0.0.0.0 without API keys"),
+    (["--host", "0.0.0.0"], {}, "refusing to serve the gateway on 0.0.0.0 without API keys"),
     (["--max-batch-size", "0"], {}, "argument --max-batch-size: should be in [1, 512], got 0"),
     (["--backend", "openai"], {}, '"upstream_url" is required with backend openai'),
-    ([], {"PREFLOOP_SERVE_API_KEY_HASHES": "not-a-hash"}, '"api_key_hashes" entry 1 should be a SHA-256 hex digest'),
+    ([], {"PREFLOOP_SERVE_AUTH_KEYS": "not-a-hash"}, '"keys" entry 1 should be NAME:SHA256'),
 ])
 def test_bad_configuration_is_one_line_and_exit_2(tmp_path, serving_env, args, extra_env, says):
     result = serve(tmp_path, {**serving_env, **extra_env}, *args)

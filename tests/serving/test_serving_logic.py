@@ -106,9 +106,6 @@ def test_seeded_rows_repeat_and_greedy_rows_are_untouched():
 
 
 def test_settings_are_checked_without_echoing_secrets():
-    with pytest.raises(ConfigError, match="api_key_hashes.*SHA-256") as info:
-        ServeSettings(api_key_hashes=["my-real-key"])
-    assert "my-real-key" not in str(info.value)
     with pytest.raises(ConfigError, match="upstream_url"):
         ServeSettings(backend="openai")
     with pytest.raises(ConfigError, match="default_max_tokens"):

@@ -9,7 +9,7 @@ from prefloop.simulator.questions import CATEGORIES, question_bank
 
 POLITE_SHORT = "Sure! The capital of France is Paris."
 PLAIN_SHORT = "The capital of France is Paris."
-POLITE_LONG = "Sure! " + " ".join(["Paris is the capital and it has a long history worth telling."] * 12)
+POLITE_LONG = "Sure! " + " ".join(["Paris is the capital and it has a long history worth telling."] * 3)
 
 
 def test_a_text_that_follows_the_preference_is_preferred_more_often():
@@ -35,7 +35,7 @@ def test_judgements_are_a_function_of_the_text_and_the_seed():
 def test_edits_move_answers_toward_the_preference():
     for text in (PLAIN_SHORT, POLITE_LONG, "", "ok", "Of course you can. Just click save. Then reload."):
         edited = preference.edit_toward_preference(text)
-        assert preference.opens_politely(edited) and preference.word_count(edited) <= 26
+        assert preference.opens_politely(edited) and preference.word_count(edited) <= 19
         assert preference.score(edited) >= preference.score(text)
     assert preference.edit_toward_preference("the answer is 42, probably") == "Sure! The answer is 42, probably."
 

@@ -294,7 +294,7 @@ def diagnose_missing(settings: Settings, records: list, missing: set[str], app_i
 
     from prefloop.keys import INDEX_PREFIX as INDEX_KEY
     from prefloop.keys import PAIR_IDS_PREFIX as PAIR_IDS_KEY
-    from streams.runtime import partition_for
+    from prefloop.partitioner import partition_for
 
     index = _redis.Redis.from_url(settings.redis_dsn)
     lines = []

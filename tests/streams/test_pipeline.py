@@ -239,7 +239,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(services, pipeline, sto
     try:
         pairs = wait_pairs(services, tag, len(expected), timeout_s=120, settle_s=5)
     except AssertionError:
-        from streams.runtime import partition_for
+        from prefloop.partitioner import partition_for
 
         missing = set(expected) - {p.pair_id for p in tagged_pairs(services, tag)}
         by_partition = Counter(partition_for(pid, services.pairs_partitions) for pid in missing)

@@ -257,7 +257,7 @@ def test_partition_for_is_kafkas_murmur2_partitioner():
     from aiokafka.partitioner import murmur2
     from murmurhash2 import murmurhash2
 
-    from streams.runtime import KAFKA_MURMUR2_SEED, partition_for
+    from prefloop.partitioner import KAFKA_MURMUR2_SEED, partition_for
 
     vectors = {"21": -973932308, "foobar": -790332482, "a-little-bit-long-string": -985981536,
                "a-little-bit-longer-string": -1486304829, "abc": 479470107,

@@ -1,0 +1,1 @@
+"""`prefloop demo`: the closed loop in one command (run.py), with its settings overlay, watcher and summary."""
