@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from prefloop.bench.ingest import BenchError, Phase, make_inputs, run_sdk
 from prefloop.kafka_admin import create_topics, delete_topics
 from prefloop.sdk.client import FeedbackClient
 from prefloop.services.kafka import end_offsets
-from prefloop.services.process import free_port, pid_alive, terminate
+from prefloop.services.process import ensure_debian_tool, free_port, pid_alive, terminate
 from prefloop.services.supervisor import service_env
 from prefloop.settings import Settings, TopicSpec, load_settings, read_config_file
 
@@ -121,24 +120,7 @@ class CollectorResult:
 
 def ensure_wrk() -> str:
     """The path of `wrk`, installing Debian's package once when it is missing (idempotent)."""
-    path = shutil.which("wrk")
-    if path:
-        return path
-    if os.geteuid() != 0:
-        raise BenchError("the collector bench needs wrk: apt-get install -y wrk")
-    print("installing wrk (apt-get install -y wrk), once…", file=sys.stderr)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "wrk"]
-    if subprocess.run(install, capture_output=True, env=env).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env)
-        result = subprocess.run(install, capture_output=True, text=True, env=env)
-        if result.returncode != 0:
-            tail = (result.stdout + result.stderr).strip().splitlines()[-1:]
-            raise BenchError(f"could not install wrk with apt-get: {' '.join(tail)}")
-    path = shutil.which("wrk")
-    if path is None:
-        raise BenchError("apt-get installed wrk but it is not on PATH")
-    return path
+    return ensure_debian_tool("wrk")
 
 
 def batch_body(batch: int) -> bytes:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,3 +185,28 @@ def wait_until(proc: ManagedProcess, ready: Callable[[], bool], timeout_s: float
             return
         time.sleep(0.2)
     raise ServiceError(f"{what} not ready after {timeout_s:.0f}s; last lines of {proc.log_file}:\n{proc.log_tail()}")
+
+
+def ensure_debian_tool(command: str, package: str | None = None, quiet: bool = False) -> str:
+    """The path of `command`, installing Debian's `package` (default: the command's name) with apt-get once
+    when it is missing and we are root; ServiceError saying how to install it otherwise."""
+    path = shutil.which(command)
+    if path:
+        return path
+    package = package or command
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise ServiceError(f"{command} is not installed: run `apt-get install -y {package}` as root")
+    if not quiet:
+        print(f"{command} is missing: installing Debian's {package} with apt-get (once)…", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", package]
+    if subprocess.run(install, capture_output=True, env=env).returncode != 0:  # a stale index: update, then retry
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env)
+        result = subprocess.run(install, capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            tail = (result.stdout + result.stderr).strip().splitlines()[-1:]
+            raise ServiceError(f"could not install {package} with apt-get: {' '.join(tail)}")
+    path = shutil.which(command)
+    if path is None:
+        raise ServiceError(f"apt-get installed {package} but {command} is not on PATH")
+    return path

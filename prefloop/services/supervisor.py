@@ -67,6 +67,20 @@ class PythonService:
     def stop(self) -> bool:
         return self.proc.stop(timeout_s=30)
 
+    @staticmethod
+    def answers_http(host: str, port: int, path: str) -> bool:
+        """Whether `path` answers 200 (a service bound to every address is asked on loopback)."""
+        import urllib.error
+        import urllib.request
+
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=2) as answer:
+                return answer.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
 
 class AnalyticsService(PythonService):
     def __init__(self, settings: Settings) -> None:
@@ -146,17 +160,7 @@ class GatewayService(PythonService):
         self.port = (settings.serve_port, "serve_port")
 
     def healthy(self) -> bool:
-        import urllib.error
-        import urllib.request
-
-        host = self.settings.serve_host
-        if host in ("0.0.0.0", "::", ""):  # bound to every address: ask on loopback
-            host = "127.0.0.1"
-        try:
-            with urllib.request.urlopen(f"http://{host}:{self.settings.serve_port}/health", timeout=2) as answer:
-                return answer.status == 200
-        except (OSError, urllib.error.URLError):
-            return False
+        return self.answers_http(self.settings.serve_host, self.settings.serve_port, "/health")
 
 
 class WebService(PythonService):
@@ -167,17 +171,7 @@ class WebService(PythonService):
         self.port = (settings.web_port, "web_port")
 
     def healthy(self) -> bool:
-        import urllib.error
-        import urllib.request
-
-        host = self.settings.web_host
-        if host in ("0.0.0.0", "::", ""):  # bound to every address: ask on loopback
-            host = "127.0.0.1"
-        try:
-            with urllib.request.urlopen(f"http://{host}:{self.settings.web_port}/", timeout=2) as answer:
-                return answer.status == 200
-        except (OSError, urllib.error.URLError):
-            return False
+        return self.answers_http(self.settings.web_host, self.settings.web_port, "/")
 
 
 def build_services(settings: Settings) -> dict[str, Service]:
