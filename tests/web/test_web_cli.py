@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from prefloop.services.process import free_port
+from prefloop.services.process import free_port, isolated_settings
 from prefloop.services.supervisor import WebService, service_env
 from prefloop.settings import Settings
 from web_helpers import WebProcess
@@ -32,9 +32,7 @@ def one_error_line(done: subprocess.CompletedProcess[str], *needles: str) -> Non
 @pytest.fixture
 def quiet_env(tmp_path: Path) -> dict[str, str]:
     """Settings whose services nobody runs: every port free and unused."""
-    settings = Settings(home=tmp_path / "home", kafka_port=free_port(), kafka_controller_port=free_port(),
-                        redis_port=free_port(), analytics_port=free_port(), collector_port=free_port(),
-                        web_port=free_port())
+    settings = isolated_settings(tmp_path / "home")
     env = service_env(settings)
     env.pop("PREFLOOP_CONFIG", None)
     return env
