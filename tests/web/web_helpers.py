@@ -6,6 +6,7 @@ import time
 from typing import Any, Callable
 
 from prefloop import routing
+from prefloop.errors import DecodeError
 from prefloop.settings import Settings
 
 
@@ -88,3 +89,17 @@ class WebProcess:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=20)
+
+
+def decodable(values: list[bytes]) -> list[Any]:
+    """The records of a shared feedback topic that decode: the session's fuzz tests put corrupt ones there
+    on purpose (the streams worker sends those to the DLQ)."""
+    from schemas import decode
+
+    out = []
+    for value in values:
+        try:
+            out.append(decode(value))
+        except DecodeError:
+            pass
+    return out
