@@ -149,19 +149,9 @@ SQL_FORMATS = {"table": "PrettyCompactMonoBlock", "json": "JSONEachRow", "csv": 
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from prefloop.analytics.store import AnalyticsStore, connect, open_embedded
-    from prefloop.services.process import ManagedProcess
+    from prefloop.analytics.store import open_for_command
 
-    settings = load_settings()
-    store: AnalyticsStore
-    owner = ManagedProcess("analytics", settings.home / "run", settings.home / "logs").pid()
-    if settings.embedded_analytics and owner is None:
-        # Nobody owns the chDB directory: open it here (read and write) for this one query.
-        if not settings.chdb_path.exists():
-            raise PrefloopError(f"no analytics store at {settings.chdb_path}; run `prefloop up` first")
-        store = open_embedded(settings)
-    else:
-        store = connect(settings)
+    store = open_for_command(load_settings())
     try:
         out = store.raw(args.query, SQL_FORMATS[args.format])
     finally:
