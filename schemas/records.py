@@ -39,6 +39,11 @@ def new_event_id() -> str:
 
 _WS = re.compile(r"\s+")
 
+# The Response tag naming a prompt's category, and the product brief's five categories: what the
+# simulator asks and the report's coverage counts.
+CATEGORY_TAG = "category"
+BRIEF_CATEGORIES = ("factual_qa", "comparison", "creative", "problem_solving", "explanation")
+
 
 def prompt_hash(prompt: str) -> str:
     """Default prompt_id: a hash of the normalised prompt (case-folded, whitespace collapsed)."""

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from prefloop.errors import ConfigError
 from prefloop.setting_fields import check_fields, setting
+from schemas.records import BRIEF_CATEGORIES
 
-# The product brief's five question categories; the report's coverage counts responses tagged with each.
-BRIEF_CATEGORIES = ("factual_qa", "comparison", "creative", "problem_solving", "explanation")
 
 
 @dataclass
