@@ -7,9 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from schemas.records import PairSource
 from trainer.cli import _one_line_errors, _positive_int
-
-_SOURCES = ("EDIT", "CHOICE", "THUMBS", "RATING")
 
 
 def _since(text: str) -> int:
@@ -39,7 +38,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Pairs from preference_pairs (deduplicated by pair id), in pair-id order. The count goes to stderr."))
     p.add_argument("--out", default="-", metavar="FILE.jsonl", help="output file (default: stdout)")
     p.add_argument("--since", type=_since, metavar="PERIOD|DATE", help="only pairs created in the last PERIOD (7d, 24h) or since DATE")
-    p.add_argument("--source", action="append", choices=_SOURCES, help="only pairs of this source (repeatable)")
+    p.add_argument("--source", action="append", choices=[s.value for s in PairSource], help="only pairs of this source (repeatable)")
     p.add_argument("--model-version", metavar="V", help="only pairs whose chosen answer came from version V")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="at most N pairs")
     p.add_argument("--format", choices=("full", "trl"), default="full",
@@ -50,7 +49,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_pairs_export(args: argparse.Namespace) -> int:
     from prefloop.analytics.store import open_for_command
     from prefloop.settings import load_settings
-    from schemas import PairSource
     from trainer.pairs_export import PairFilter, export_pairs
 
     pair_filter = PairFilter(since_ms=args.since, sources=tuple(PairSource(s) for s in args.source or ()),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -30,7 +29,6 @@ from prefloop.web.dashboard import DAY_MS, DashboardData, dashboard_figures, gat
 from prefloop.web.rates import Rate, rate
 from prefloop.web.settings import WebSettings
 from prefloop.web.sources import LoopSources, RegistryRow
-
 
 
 def parse_period(text: str) -> float:

@@ -15,7 +15,6 @@ from prefloop.setting_fields import check_fields, setting
 from schemas.records import BRIEF_CATEGORIES
 
 
-
 @dataclass
 class WebSettings:
     daily_target: int = setting(
