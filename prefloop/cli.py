@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     from trainer import cli as trainer_cli
 
     trainer_cli.add_commands(sub)
+    from trainer import pairs_cli
+
+    pairs_cli.add_commands(sub)
     from prefloop.serving import cli as serving_cli
 
     serving_cli.add_commands(sub)

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prefloop.errors import PrefloopError
 from prefloop.settings import load_settings
 
 if TYPE_CHECKING:
@@ -150,19 +149,9 @@ SQL_FORMATS = {"table": "PrettyCompactMonoBlock", "json": "JSONEachRow", "csv": 
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from prefloop.analytics.store import AnalyticsStore, connect, open_embedded
-    from prefloop.services.process import ManagedProcess
+    from prefloop.analytics.store import open_for_command
 
-    settings = load_settings()
-    store: AnalyticsStore
-    owner = ManagedProcess.of(settings, "analytics").pid()
-    if settings.embedded_analytics and owner is None:
-        # Nobody owns the chDB directory: open it here (read and write) for this one query.
-        if not settings.chdb_path.exists():
-            raise PrefloopError(f"no analytics store at {settings.chdb_path}; run `prefloop up` first")
-        store = open_embedded(settings)
-    else:
-        store = connect(settings)
+    store = open_for_command(load_settings())
     try:
         out = store.raw(args.query, SQL_FORMATS[args.format])
     finally:

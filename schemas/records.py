@@ -40,6 +40,11 @@ def normalise_text(text: str) -> str:
     """Case-folded, whitespace-collapsed, stripped: the form prompt ids hash and the quality rules compare."""
     return " ".join(text.casefold().split())
 
+# The Response tag naming a prompt's category, and the product brief's five categories: what the
+# simulator asks and the report's coverage counts.
+CATEGORY_TAG = "category"
+BRIEF_CATEGORIES = ("factual_qa", "comparison", "creative", "problem_solving", "explanation")
+
 
 def prompt_hash(prompt: str) -> str:
     """Default prompt_id: a hash of the normalised prompt (`normalise_text`)."""

@@ -1,20 +1,17 @@
 """The rollout plan: traffic stages parsed from text such as "0.05:24h,0.2:48h,0.5:72h,1.0".
 
 Each stage is a canary traffic fraction and the least time it is held; durations take a unit
-(s, m, h, d). The last stage is 1.0 with no duration: reaching it is COMPLETE (the canary becomes
+(s, m, h, d, w). The last stage is 1.0 with no duration: reaching it is COMPLETE (the canary becomes
 production). Fractions strictly increase, so each stage sends more users to the canary and, with
 the sticky monotone routing rule, a user who has the canary keeps it.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from prefloop import durations
 from prefloop.errors import ConfigError
-
-UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 
 
 @dataclass(frozen=True)
@@ -29,10 +26,10 @@ class Stage:
 
 def parse_duration(text: str) -> float:
     """Seconds in "90s", "30m", "24h", "2d" (a number and one unit)."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ConfigError(f'"stages": duration should be a number with a unit s, m, h or d (e.g. 24h), got {text!r}')
-    return float(match.group(1)) * UNITS_S[match.group(2)]
+    seconds = durations.parse_duration(text)
+    if seconds is None:
+        raise ConfigError(f'"stages": duration should be a number with a unit s, m, h, d or w (e.g. 24h), got {text!r}')
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

@@ -189,6 +189,19 @@ def connect(settings: Settings) -> _StoreMixin:
     return GatewayStore(settings.analytics_url)
 
 
+def open_for_command(settings: Settings) -> _StoreMixin:
+    """The store of a one-off command (`prefloop sql`, `prefloop pairs export`): the configured server or the
+    running analytics service, or, when nobody owns the embedded chDB directory, chDB opened in this process."""
+    from prefloop.services.process import ManagedProcess
+
+    owner = ManagedProcess.of(settings, "analytics").pid()
+    if settings.embedded_analytics and owner is None:
+        if not settings.chdb_path.exists():
+            raise AnalyticsError(f"no analytics store at {settings.chdb_path}; run `prefloop up` first")
+        return open_embedded(settings)
+    return connect(settings)
+
+
 def open_embedded(settings: Settings) -> ClickHouseStore:
     """Open chDB in this process. Only the owner (the analytics service, or a CLI with services down) may do this."""
     settings.chdb_path.mkdir(parents=True, exist_ok=True)

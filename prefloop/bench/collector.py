@@ -33,6 +33,7 @@ from typing import Any
 
 import tomlkit
 
+from prefloop.arguments import positive_float, positive_int
 from prefloop.auth import generate_key, hash_key
 from prefloop.bench.ingest import BenchError, Phase, make_inputs, run_sdk
 from prefloop.kafka_admin import create_topics, delete_topics
@@ -294,32 +295,18 @@ def _per_core(us: float) -> str:
     return f"{1e6 / us:,.0f}" if us > 0 else "?"
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"should be greater than zero, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"should be greater than zero, got {text}")
-    return value
-
-
 def add_bench_command(bench_subparsers: Any) -> argparse.ArgumentParser:
     """Add `collector` under `prefloop bench`."""
     parser = bench_subparsers.add_parser(
         "collector", help="events/s through the HTTP collector (wrk) next to the SDK path",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--batch", type=_positive_int, default=100, help="events per request (default: 100)")
-    parser.add_argument("--connections", type=_positive_int, default=32, help="wrk connections (default: 32)")
-    parser.add_argument("--duration", type=_positive_float, default=10.0, metavar="SECONDS",
+    parser.add_argument("--batch", type=positive_int, default=100, help="events per request (default: 100)")
+    parser.add_argument("--connections", type=positive_int, default=32, help="wrk connections (default: 32)")
+    parser.add_argument("--duration", type=positive_float, default=10.0, metavar="SECONDS",
                         help="each side's run in each round (default: 10)")
-    parser.add_argument("--rounds", type=_positive_int, default=3, help="alternating rounds; medians are reported (default: 3)")
-    parser.add_argument("--sdk-events", type=_positive_int, default=200_000, help="events per SDK round, at most (default: 200000)")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="alternating rounds; medians are reported (default: 3)")
+    parser.add_argument("--sdk-events", type=positive_int, default=200_000, help="events per SDK round, at most (default: 200000)")
     parser.set_defaults(handler=_handle)
     return parser
 

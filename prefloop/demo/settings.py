@@ -21,10 +21,10 @@ class DemoSettings:
     concurrency: int = setting(8, ge=1, help="Simulated requests in flight at most (the gateway batches them).")
     max_tokens: int = setting(32, ge=1, help="Tokens per generated answer: short answers keep CPU generation quick.")
     seed: int = setting(0, help="Seed of the simulated users, questions and judgements.")
-    edit_share: float = setting(0.2, ge=0, le=0.35, help="Share of answers a simulated user edits toward their preference "
+    edit_share: float = setting(0.35, ge=0, le=0.35, help="Share of answers a simulated user edits toward their preference "
                                 "(EDIT pairs: the strongest signal; the simulator's own default is 0.1).")
-    choice_share: float = setting(0.2, ge=0, le=1, help="Share of requests that are A/B choices between two answers.")
-    trigger_pairs: int = setting(120, ge=2, help="New pairs that fire the retraining trigger.")
+    choice_share: float = setting(0.3, ge=0, le=1, help="Share of requests that are A/B choices between two answers.")
+    trigger_pairs: int = setting(100, ge=2, help="New pairs that fire the retraining trigger.")
     heldout_fraction: float = setting(0.25, gt=0, lt=1, help="Share of the pairs the trainer holds out for the gate.")
     gate_min_pairs: int = setting(20, ge=1, help="Fewest held-out pairs the gate decides on.")
     stages: str = setting("0.25:20s,0.5:20s,1.0", help="The canary plan of the demo's rollout (fraction:least time).")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-CATEGORIES = ("factual_qa", "comparison", "creative", "problem_solving", "explanation")
+from schemas.records import BRIEF_CATEGORIES as CATEGORIES
 
 _TEMPLATES: dict[str, tuple[str, ...]] = {
     "factual_qa": ("What is the capital of {place}?", "When was {thing} invented?", "How many legs does a {animal} have?",

@@ -23,6 +23,7 @@ from prefloop.simulator import preference
 from prefloop.simulator.answers import template_answer
 from prefloop.simulator.ground_truth import GroundTruth
 from prefloop.simulator.questions import Question, question_bank
+from schemas.records import CATEGORY_TAG
 
 SOURCE_TAG = "simulator"
 
@@ -96,7 +97,7 @@ class GatewayBackend:
             user=user_id,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
-            metadata={"category": question.category, "source": SOURCE_TAG},
+            metadata={CATEGORY_TAG: question.category, "source": SOURCE_TAG},
         )
         return Answer(completion.id, completion.choices[0].message.content or "", completion.model)
 
@@ -209,7 +210,7 @@ class Simulation:
         if self.backend.emits_responses:
             await self.feedback.response(prompt=question.text, response=answer.text, model_version=answer.version,
                                          response_id=answer.response_id, user_id=user,
-                                         tags={"category": question.category, "source": SOURCE_TAG})
+                                         tags={CATEGORY_TAG: question.category, "source": SOURCE_TAG})
         return answer
 
     async def _react(self, user: str, answer: Answer) -> None:

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from prefloop.analytics.store import sql_string, sql_time
 from prefloop.web.ratings import Outcome
+from schemas.records import CATEGORY_TAG
 
 
 class Store(Protocol):
@@ -130,7 +131,7 @@ def category_counts(store: Store, since_ms: int) -> list[CategoryCount]:
     result = store.query(f"""
         SELECT r.category, uniqExact(r.response_id) AS responses, countIf(p.pair_id != '') AS pairs
         FROM (
-            SELECT response_id, tags['category'] AS category
+            SELECT response_id, tags['{CATEGORY_TAG}'] AS category
             FROM feedback_events FINAL
             WHERE event_type = 'response' AND occurred_at >= {sql_time(since_ms)}
         ) AS r

@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +19,7 @@ from pathlib import Path
 import plotly.io as pio
 
 from prefloop.analytics.store import connect
+from prefloop.durations import parse_duration
 from prefloop.errors import ConfigError, PrefloopError
 from prefloop.settings import Settings
 from prefloop.web import queries
@@ -30,16 +30,13 @@ from prefloop.web.rates import Rate, rate
 from prefloop.web.settings import WebSettings
 from prefloop.web.sources import LoopSources, RegistryRow
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
 
 def parse_period(text: str) -> float:
     """'7d' -> seconds; units s, m, h, d, w."""
-    match = _DURATION.match(text)
-    if not match or float(match.group(1)) <= 0:
+    seconds = parse_duration(text)
+    if not seconds:
         raise ConfigError(f"a period such as 7d, 24h or 2w, got {text!r}")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
+    return seconds
 
 
 @dataclass

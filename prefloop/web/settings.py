@@ -13,9 +13,7 @@ from typing import ClassVar
 from prefloop.auth.settings import is_loopback
 from prefloop.errors import ConfigError
 from prefloop.setting_fields import check_fields, setting
-
-# The product brief's five question categories; the report's coverage counts responses tagged with each.
-BRIEF_CATEGORIES = ("factual_qa", "comparison", "creative", "problem_solving", "explanation")
+from schemas.records import BRIEF_CATEGORIES
 
 
 @dataclass

@@ -19,7 +19,7 @@ def test_default_plan_is_the_product_briefs():
     assert RolloutSettings().plan == (Stage(0.05, 86400.0), Stage(0.2, 172800.0), Stage(0.5, 259200.0), Stage(1.0, 0.0))
 
 
-@pytest.mark.parametrize("text, seconds", [("90s", 90), ("1.5m", 90), ("24h", 86400), ("2d", 172800), ("0s", 0)])
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("1.5m", 90), ("24h", 86400), ("2d", 172800), ("1w", 604800), ("0s", 0)])
 def test_durations_take_a_unit(text: str, seconds: float):
     assert parse_duration(text) == seconds
 
@@ -36,7 +36,7 @@ def test_durations_print_short(seconds: float, text: str):
         ("0.05:24h,0.5:1h", "should end with 1.0 and no duration"),
         ("0.05:24h,1.0:1h", "should end with 1.0 and no duration"),
         ("0.05,1.0", "needs a duration, e.g. 0.05:24h"),
-        ("0.05:1w,1.0", "duration should be a number with a unit s, m, h or d"),
+        ("0.05:1y,1.0", "duration should be a number with a unit s, m, h, d or w"),
         ("0.2:1h,0.1:1h,1.0", "fractions should increase, got 0.2 then 0.1"),
         ("1.5:1h,1.0", "canary fraction should be in (0, 1)"),
         ("five:1h,1.0", "should start with a traffic fraction"),

@@ -9,6 +9,10 @@
   gateway with API keys and its own redis-server, which a test stops.
 - `worker`: a streams worker (its own app id), so Responses reach `feedback_events`.
 
+The fixtures are package-scoped (this directory has an `__init__.py` for that): the gateways and the
+worker stop when the last gateway test ends, so the worker, a second pipeline of its own consumer group,
+never republishes the pairs of the tests that follow.
+
 Gateways use Redis database 1, so their routing table never meets other tests' keys.
 """
 
@@ -23,6 +27,7 @@ from typing import Iterator
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # serving_helpers (this directory is a package)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "streams"))
 
 from prefloop.services.process import free_port  # noqa: E402
@@ -33,7 +38,7 @@ from streams_helpers import Worker, Workers  # noqa: E402
 
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from trainer.tiny_model import ensure_tiny_model
 
@@ -42,7 +47,7 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cache
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def registry_home(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) -> Path:
     from trainer.registry import ModelRegistry, VersionStatus
     from trainer.tiny_model import ensure_tiny_model
@@ -58,7 +63,7 @@ def registry_home(tmp_path_factory: pytest.TempPathFactory, tiny_cache: Path) ->
     return home
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def serving_env(services: Settings, registry_home: Path, tiny_cache: Path) -> dict[str, str]:
     env = service_env(services)
     env.update({
@@ -69,14 +74,14 @@ def serving_env(services: Settings, registry_home: Path, tiny_cache: Path) -> di
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def serving_settings(services: Settings, serving_env: dict[str, str]) -> Settings:
     """What the gateways see, for the SDK and checks in this process."""
     return dataclasses.replace(services, home=Path(serving_env["PREFLOOP_HOME"]), redis_url=serving_env["PREFLOOP_REDIS_URL"],
                                cache_dir=Path(serving_env["PREFLOOP_CACHE_DIR"]))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def routing_redis(serving_settings: Settings):
     import redis
 
@@ -96,7 +101,7 @@ class Fleet:
     worker: Worker
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def fleet(services: Settings, serving_env: dict[str, str], registry_home: Path, routing_redis) -> Iterator[Fleet]:
     """The two local gateways and the worker, started together (each takes seconds to import torch and load)."""
     logs = registry_home / "logs"
@@ -121,22 +126,22 @@ def fleet(services: Settings, serving_env: dict[str, str], registry_home: Path, 
         workers.stop_all()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gateway(fleet: Fleet) -> ServeProcess:
     return fleet.gateway
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def upstream(fleet: Fleet) -> ServeProcess:
     return fleet.upstream
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def worker(fleet: Fleet) -> Worker:
     return fleet.worker
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def proxy_redis(tmp_path_factory: pytest.TempPathFactory):  # -> RedisService
     """A redis-server of its own, which the Redis-down test stops (and starts again)."""
     from prefloop.services.redis_server import RedisService
@@ -150,7 +155,7 @@ def proxy_redis(tmp_path_factory: pytest.TempPathFactory):  # -> RedisService
         service.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def proxy(serving_env: dict[str, str], registry_home: Path, upstream: ServeProcess, proxy_redis) -> Iterator[ServeProcess]:
     env = dict(serving_env, PREFLOOP_REDIS_URL=proxy_redis.settings.redis_dsn)
     proc = start_serve(env, registry_home / "logs", "proxy", backend="openai", upstream_url=f"{upstream.url}/v1",

@@ -35,8 +35,11 @@ def test_template_simulation_emits_what_it_reports(services, tmp_path):
     my_actions = [a for a in actions if isinstance(a, Action) and a.response_id in ids]
     assert Counter(a.kind.value for a in my_actions) == Counter(report["actions"])
     assert {a.kind.value for a in my_actions} >= {"THUMBS_UP", "THUMBS_DOWN", "EDIT", "CHOICE"}
-    truth = report["ground_truth"]["versions"]["v1.0"]
-    assert truth["answers"] == len(mine) and 0 < truth["expected_thumbs_up_rate"] < 1
+    # The versions are the routing table's (other tests of the session may have set one).
+    truth = report["ground_truth"]["versions"]
+    assert set(truth) == {r.model_version for r in mine}
+    assert sum(v["answers"] for v in truth.values()) == len(mine)
+    assert all(0 < v["expected_thumbs_up_rate"] < 1 for v in truth.values())
     assert "true up-rate" in done.stdout  # the printed table
 
 

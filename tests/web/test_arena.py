@@ -23,11 +23,10 @@ from prefloop.web.arena import (Answer, Arena, ArenaError, BattleStore, VersionI
 from prefloop.auth.settings import is_loopback
 from prefloop.web.settings import WebSettings, check_bind
 from prefloop.web.sources import LoopSources
-from schemas import decode
 from schemas.records import ActionKind
 from streams_helpers import read_topic
 from streams_helpers import wait_for
-from web_helpers import make_registry, set_routing
+from web_helpers import decodable, make_registry, set_routing
 
 TEXTS = {"v1.0": "Open Settings, then Security, and choose Reset password.",
          "v1.1": "Happy to help! You can reset your password from the account page whenever you like."}
@@ -86,7 +85,7 @@ def test_a_vote_becomes_one_choice_and_one_pair_and_a_second_vote_adds_nothing(
     assert again.reveal() == f"Model A was {battle.a.version}, Model B was {battle.b.version}."
 
     ours = {battle.a.response_id, battle.b.response_id}
-    actions = [decode(r.value) for r in read_topic(web_settings, topics.ACTIONS)]
+    actions = decodable([r.value for r in read_topic(web_settings, topics.ACTIONS)])
     mine = [a for a in actions if a.response_id in ours]
     assert len(mine) == 1
     choice = mine[0]

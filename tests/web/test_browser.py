@@ -18,11 +18,10 @@ from prefloop import topics
 from prefloop.services.process import free_port
 from prefloop.services.supervisor import service_env
 from prefloop.settings import Settings
-from schemas import decode
 from schemas.records import ActionKind, prompt_hash
 from serving_helpers import make_adapter, start_serve
 from streams_helpers import read_topic, wait_for
-from web_helpers import WebProcess, chromium_context
+from web_helpers import WebProcess, chromium_context, decodable
 
 QUESTION = "What should I pack for a weekend hike?"
 
@@ -136,6 +135,6 @@ def test_arena_vote_leaderboard_and_dashboard_in_chromium(stack, store, tmp_path
         print(f"screenshot {name}: {path}")
     assert problems == []
     # One vote on the topic, after both clicks (read outside Playwright's event loop).
-    actions = [decode(r.value) for r in read_topic(settings, topics.ACTIONS)]
+    actions = decodable([r.value for r in read_topic(settings, topics.ACTIONS)])
     mine = [a for a in actions if a.response_id in (a_id, b_id)]
     assert [(a.kind, a.response_id, a.rejected_response_id) for a in mine] == [(ActionKind.CHOICE, a_id, b_id)]

@@ -41,7 +41,7 @@ def quiet_env(tmp_path: Path) -> dict[str, str]:
 def test_bad_arguments_and_settings_are_one_line_with_status_2(quiet_env: dict[str, str]) -> None:
     one_error_line(cli(quiet_env, "report", "--since", "7x"), "--since", "7d, 24h or 2w", "'7x'")
     one_error_line(cli(quiet_env, "report", "--since", "0d"), "--since")
-    one_error_line(cli(quiet_env, "web", "--port", "70000"), "--port", "between 1 and 65535")
+    one_error_line(cli(quiet_env, "web", "--port", "70000"), "--port", "should be in [1, 65535]")
     one_error_line(cli({**quiet_env, "PREFLOOP_WEB_CONFIDENCE": "2"}, "report"), '"confidence"', "got 2")
     # Off loopback without a login the app refuses to start (before it binds anything).
     one_error_line(cli(quiet_env, "web", "--host", "0.0.0.0"), "not a loopback address",

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from prefloop import keys, routing
+from prefloop.errors import DecodeError
 from prefloop.settings import Settings
 
 
@@ -78,3 +79,17 @@ class WebProcess:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=20)
+
+
+def decodable(values: list[bytes]) -> list[Any]:
+    """The records of a shared feedback topic that decode: the session's fuzz tests put corrupt ones there
+    on purpose (the streams worker sends those to the DLQ)."""
+    from schemas import decode
+
+    out = []
+    for value in values:
+        try:
+            out.append(decode(value))
+        except DecodeError:
+            pass
+    return out
