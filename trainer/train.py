@@ -115,7 +115,8 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
+    """No progress bars or info logs from datasets and transformers: the trainer and the gate print their own."""
     import datasets
     import transformers
 
@@ -142,7 +143,7 @@ def run_training(
     from trainer.base_models import load_tokenizer, resolve_base_model
 
     model_dir = resolve_base_model(settings.base_model, cache_dir)
-    _quiet_libraries()
+    quiet_libraries()
 
     import torch
     from datasets import Dataset

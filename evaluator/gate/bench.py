@@ -121,9 +121,9 @@ def cmd_bench_eval(args: argparse.Namespace) -> int:
     from trainer.devices import resolve_device
     from trainer.pairs_io import coerce_pairs
     from trainer.settings import TrainerSettings
-    from trainer.train import _quiet_libraries
+    from trainer.train import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     settings = load_settings()
     model_dir = resolve_base_model(args.model, settings.cache_dir)
     device = resolve_device(args.device)

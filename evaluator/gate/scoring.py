@@ -128,10 +128,10 @@ class GateModels:
         from trainer.compat_trl import CachedReferenceDPOTrainer
         from trainer.dpo import attention_backends, build_dpo_config
         from trainer.ref_cache import RefLogpCache, reference_revision
-        from trainer.train import _quiet_libraries, to_columns
+        from trainer.train import quiet_libraries, to_columns
 
         started = time.monotonic()
-        _quiet_libraries()
+        quiet_libraries()
         settings = self.training
         self.device = resolve_device(settings.device)
         if self.device == "cpu" and self.cpu_threads:

@@ -95,7 +95,7 @@ class Traffic:
 
         self._runs += 1
         # Comparing two pinned versions: every request is an A/B choice between them.
-        mix = FeedbackMix(thumbs=0.4, rating=0.15, edit=self.ds.edit_share, accept=0.1,
+        mix = FeedbackMix(thumbs=0.85 - self.ds.edit_share, rating=0.1, edit=self.ds.edit_share, accept=0.05,
                           ab_choice=1.0 if ab_versions else self.ds.choice_share)
         config = SimulationConfig(users=self.ds.users, rate=self.ds.rate, duration_s=duration_s,
                                   seed=self.ds.seed * 1000 + self._runs, concurrency=self.ds.concurrency,

@@ -21,12 +21,15 @@ class DemoSettings:
     concurrency: int = setting(8, ge=1, help="Simulated requests in flight at most (the gateway batches them).")
     max_tokens: int = setting(32, ge=1, help="Tokens per generated answer: short answers keep CPU generation quick.")
     seed: int = setting(0, help="Seed of the simulated users, questions and judgements.")
-    edit_share: float = setting(0.35, ge=0, le=0.35, help="Share of answers a simulated user edits toward their preference "
-                                "(EDIT pairs: the strongest signal; the simulator's own default is 0.1).")
-    choice_share: float = setting(0.3, ge=0, le=1, help="Share of requests that are A/B choices between two answers.")
+    edit_share: float = setting(0.5, ge=0, le=0.85, help="Share of answers a simulated user edits toward their preference "
+                                "(EDIT pairs: before the first update the only clean signal, since the base model's own answers "
+                                "never open politely and differ little in length; the simulator's own default is 0.1). "
+                                "Thumbs take 0.85 minus this share, ratings 0.1, silent accepts 0.05.")
+    choice_share: float = setting(0.1, ge=0, le=1, help="Share of requests that are A/B choices between two answers (between two "
+                                  "answers of the base model they are close to coin flips: few, so the gate's held-out set stays clear).")
     trigger_pairs: int = setting(100, ge=2, help="New pairs that fire the retraining trigger.")
-    heldout_fraction: float = setting(0.25, gt=0, lt=1, help="Share of the pairs the trainer holds out for the gate.")
-    gate_min_pairs: int = setting(20, ge=1, help="Fewest held-out pairs the gate decides on.")
+    heldout_fraction: float = setting(0.3, gt=0, lt=1, help="Share of the pairs the trainer holds out for the gate.")
+    gate_min_pairs: int = setting(15, ge=1, help="Fewest held-out pairs the gate decides on.")
     stages: str = setting("0.25:20s,0.5:20s,1.0", help="The canary plan of the demo's rollout (fraction:least time).")
     stage_min_events: int = setting(12, ge=0, help="Fewest canary responses each canary stage needs.")
     stage_min_feedback: int = setting(6, ge=0, help="Fewest judgements of canary responses each canary stage needs.")
