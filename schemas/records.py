@@ -43,6 +43,10 @@ def normalise_text(text: str) -> str:
 # The Response tag naming a prompt's category, and the product brief's five categories: what the
 # simulator asks and the report's coverage counts.
 CATEGORY_TAG = "category"
+# Tags prefloop adds itself (the gateway's route: pinned, production or canary) start with this prefix;
+# they describe prefloop's routing, not the users' input, so drift ignores them.
+RESERVED_TAG_PREFIX = "prefloop_"
+ROUTE_TAG = RESERVED_TAG_PREFIX + "route"
 BRIEF_CATEGORIES = ("factual_qa", "comparison", "creative", "problem_solving", "explanation")
 
 

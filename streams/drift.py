@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from prefloop.analytics.store import ch_time, sql_string
+from schemas.records import RESERVED_TAG_PREFIX
 
 # Length buckets (characters): upper bounds; the last bucket is open.
 LENGTH_EDGES = (50, 100, 200, 400, 800, 1600, 3200)
@@ -105,8 +106,9 @@ def input_profile(store: Any, start_ms: int, end_ms: int, top_values: int) -> Pr
                            f"FINAL WHERE {where} GROUP BY b").rows
         if rows:
             profile[feature] = {length_bucket(int(b)): float(n) for b, n in rows}
+    # prefloop's own tags (the gateway's route) move with every rollout stage: not an input feature.
     rows = store.query(f"SELECT k, tags[k] AS v, count() FROM feedback_events FINAL ARRAY JOIN mapKeys(tags) AS k "
-                       f"WHERE {where} GROUP BY k, v").rows
+                       f"WHERE {where} AND NOT startsWith(k, {sql_string(RESERVED_TAG_PREFIX)}) GROUP BY k, v").rows
     tags: dict[str, dict[str, float]] = {}
     for key, value, n in rows:
         tags.setdefault(f"tag:{key}", {})[value] = float(n)

@@ -11,6 +11,10 @@ a run) is released so the next trigger can fire.
 `handle_request(req, settings, publish)` is the whole per-request logic and needs no Kafka;
 `run_service(settings)` wraps it in an aiokafka consumer/producer loop. A request whose result is
 already on disk (redelivery after a restart) republishes that result instead of training again.
+Jobs run in their own session, so a service that is SIGKILLed leaves its job running: the restarted
+service kills such an orphan (`stop_orphaned_jobs`) before anything else, so one request never has
+two jobs at once; an attempt that finished (its result file is written last, atomically) is adopted
+instead of trained again, and registered once even if the old service had registered it already.
 """
 
 from __future__ import annotations
@@ -124,6 +128,47 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def _job_of(pid: int, attempt_dir: Path) -> bool:
+    """Whether `pid` is still the trainer job of `attempt_dir` (not a process that reused the PID)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"trainer.job" in argv and str(attempt_dir / "adapter").encode() in argv
+
+
+def stop_orphaned_jobs(request_dir: Path, wait_s: float = 30.0) -> int:
+    """Kill the jobs a previous service process left running for this request (it died without reaping
+    them) and return the number of the next, fresh attempt."""
+    from prefloop.services.process import pid_alive
+
+    numbers = []
+    for attempt_dir in request_dir.glob("attempt-*"):
+        if not attempt_dir.name.removeprefix("attempt-").isdigit():
+            continue
+        numbers.append(int(attempt_dir.name.removeprefix("attempt-")))
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((attempt_dir / "job.pid").read_text().strip())
+            if _job_of(pid, attempt_dir):
+                print(f"trainer: killing the job of {attempt_dir} (pid {pid}) left by a previous trainer process",
+                      file=sys.stderr, flush=True)
+                _kill_group(pid)
+                deadline = time.monotonic() + wait_s
+                while pid_alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+    return max(numbers, default=0) + 1
+
+
+def finished_attempt(request_dir: Path) -> dict[str, Any] | None:
+    """The result of the newest attempt whose job completed (a previous service died before publishing it)."""
+    done = [(int(d.name.removeprefix("attempt-")), d) for d in request_dir.glob("attempt-*")
+            if d.name.removeprefix("attempt-").isdigit() and (d / "result.json").is_file()]
+    for _, attempt_dir in sorted(done, reverse=True):
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads((attempt_dir / "result.json").read_text())
+    return None
+
+
 def release_trigger_lock(settings: Any, timeout_s: float = 1.0) -> bool:
     """Delete the trigger lock in Redis; False (with one warning line) when Redis is not reachable."""
     try:
@@ -186,15 +231,20 @@ async def _train_with_retries(
     job_env: dict[str, str] | None,
 ) -> TrainingResult:
     reasons: list[str] = []
+    first = await asyncio.to_thread(stop_orphaned_jobs, request_dir)
+    adopted = finished_attempt(request_dir)
+    if adopted is not None:
+        print(f"trainer: {req.event_id}: adopting the finished attempt of a previous trainer process", file=sys.stderr, flush=True)
+        return _register(req, JobOutcome(True, False, "", result=adopted), trainer_settings, registry)
     attempts = trainer_settings.job_retries + 1
-    for attempt in range(1, attempts + 1):
+    for tries, attempt in enumerate(range(first, first + attempts), start=1):
         outcome = await run_job(req, request_dir / f"attempt-{attempt}", settings, trainer_settings, job_env)
         if outcome.ok:
             return _register(req, outcome, trainer_settings, registry)
         reasons.append(f"attempt {attempt}: {outcome.reason}")
-        if not outcome.retryable or attempt == attempts:
+        if not outcome.retryable or tries == attempts:
             break
-        await asyncio.sleep(trainer_settings.retry_backoff_s * 2 ** (attempt - 1))
+        await asyncio.sleep(trainer_settings.retry_backoff_s * 2 ** (tries - 1))
     return TrainingResult(
         request_id=req.event_id,
         status=TrainingStatus.FAILED,
@@ -206,8 +256,10 @@ async def _train_with_retries(
 def _register(req: TrainingRequest, outcome: JobOutcome, trainer_settings: TrainerSettings, registry: ModelRegistry) -> TrainingResult:
     result = outcome.result or {}
     metrics = {k: float(v) for k, v in result.get("metrics", {}).items() if v == v}
-    known = {v.version for v in registry.versions()}
-    record = registry.register_candidate(
+    versions = registry.versions()
+    known = {v.version for v in versions}
+    # Registered already by a service that died before publishing: the same adapter is the same version.
+    record = next((v for v in versions if v.adapter_path == result["adapter_path"]), None) or registry.register_candidate(
         adapter_path=result["adapter_path"],
         base_model=result.get("base_model", trainer_settings.base_model),
         snapshot_id=result.get("snapshot_id", req.snapshot_id),

@@ -28,12 +28,11 @@ from prefloop.serving.generation import Backend, Finish, GenerationError, Genera
 from prefloop.serving.routing_cache import RoutingCache
 from prefloop.serving.settings import ServeSettings
 from prefloop.serving.versions import NOT_SERVED, VERSION_NAME, RegistryView
-from schemas.records import Response, new_event_id, prompt_hash
+from schemas.records import ROUTE_TAG, Response, new_event_id, prompt_hash
 
 log = logging.getLogger("prefloop.serve")
 
 RESPONSE_ID_HEADER = "x-prefloop-response-id"
-ROUTE_TAG = "prefloop_route"  # pinned | production | canary: lets analytics keep pinned (arena) traffic out of canary metrics
 
 
 @dataclass

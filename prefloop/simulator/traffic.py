@@ -172,6 +172,9 @@ class Simulation:
                 if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
                     break
             await limit.acquire()
+            if stop is not None and stop.is_set():  # set while every slot was busy: send nothing more
+                limit.release()
+                break
             user = self.rng.choice(self.user_ids)
             question = self.rng.choice(self.bank)
             ab = self.rng.random() < cfg.mix.ab_choice

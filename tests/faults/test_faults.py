@@ -344,6 +344,77 @@ def test_training_job_sigkilled_mid_run_gives_exactly_one_result(stack, tag):
     assert not (attempt / "result.json").exists()  # the killed attempt left no result behind
 
 
+def test_trainer_service_sigkilled_mid_job_leaves_one_job_and_one_result(stack, tag):
+    """The trainer SERVICE is SIGKILLed while its job trains (the job, in its own session, survives it):
+    the watchdog restarts the service, which stops the orphaned job before anything else, so the request
+    never has two jobs at once; a job that finished meanwhile is adopted, not trained again. Exactly one
+    result, and one registry version."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    from trainer_synthetic import polite_pairs
+
+    from prefloop.services.process import ManagedProcess, pid_alive
+    from prefloop.services.supervisor import up
+    from schemas import TrainingRequest, TrainingResult, TrainingStatus, TriggerReason, encode
+    from trainer.service import runs_root
+    from trainer.snapshots import create_snapshot
+    from trainer.tiny_model import ensure_tiny_model
+
+    ensure_tiny_model(stack.settings.cache_dir)
+    with open(os.devnull, "w") as quiet:
+        up(stack.settings, only=["trainer"], out=quiet)
+    service = ManagedProcess.of(stack.settings, "trainer")
+    snapshot = create_snapshot(polite_pairs(60, seed=5, tag=tag), stack.settings.home)
+    request = TrainingRequest(snapshot_id=snapshot.snapshot_id, reason=TriggerReason.MANUAL, pair_count=60,
+                              event_id=f"req-svc-{tag}")
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=stack.settings.bootstrap_servers)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topics.TRAINING_REQUESTS, encode(request), key=request.event_id.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    attempt = runs_root(stack.settings) / request.event_id / "attempt-1"
+    job_pid = int(wait_for(lambda: (attempt / "job.pid").exists() and (attempt / "job.pid").read_text().strip(), 120,
+                           what="the training job to start"))
+    wait_for(lambda: "train [" in (attempt / "job.log").read_text(errors="replace"), 180, interval_s=0.2,
+             what="the job's first training steps")
+    service_pid = service.pid()
+    assert service_pid and pid_alive(job_pid)
+    os.kill(service_pid, signal.SIGKILL)
+    time.sleep(0.5)
+    assert pid_alive(job_pid), "the job should outlive its service (its own session): the case under test"
+
+    wait_for(lambda: not pid_alive(job_pid), 180, what="the restarted service to stop the orphaned job")
+    assert service.pid() not in (None, service_pid)
+
+    def results() -> list[TrainingResult]:
+        return [r for r in (decode(m.value) for m in read_topic(stack.settings, topics.TRAINING_RESULTS))
+                if r.request_id == request.event_id]
+
+    wait_for(results, 300, interval_s=2.0, what="a training result")
+    time.sleep(5)
+    got = results()
+    assert len(got) == 1, got
+    assert got[0].status is TrainingStatus.SUCCEEDED, got[0].reason
+    # The tiny model may finish before the watchdog restarts the service (adopted: attempt-1's result),
+    # or be killed by the restarted service (then attempt-2 trained after it was gone).
+    produced = Path(got[0].adapter_path).parent
+    assert produced.name in ("attempt-1", "attempt-2") and (produced / "result.json").exists()
+    if produced.name == "attempt-2":
+        assert not (attempt / "result.json").exists()
+    log = (stack.settings.home / "logs" / "trainer.log").read_text(errors="replace")
+    assert ("adopting the finished attempt" in log) == (produced.name == "attempt-1")
+    from trainer.registry import ModelRegistry
+
+    versions = [v for v in ModelRegistry(stack.settings.home).versions() if v.snapshot_id == snapshot.snapshot_id]
+    assert [v.adapter_path for v in versions] == [got[0].adapter_path]
+
+
 @pytest.fixture
 def store_of():
     """An analytics client for a stack, closed after the test."""

@@ -45,3 +45,52 @@ def test_question_bank_covers_every_category_with_distinct_questions():
     assert {q.category for q in bank} == set(CATEGORIES)
     assert len({q.text for q in bank}) == len(bank) == 50
     assert question_bank(size_per_category=10, seed=0) == bank
+
+
+def test_a_stop_while_every_slot_is_busy_sends_no_further_request():
+    """The demo pauses traffic when the trigger fires: with all `concurrency` requests waiting on the model,
+    a stop must not let one more through once a slot frees (it would cost a generation round)."""
+    import asyncio
+
+    from prefloop.simulator.traffic import Answer, FeedbackMix, Simulation, SimulationConfig
+
+    class SlowModel:
+        emits_responses = False
+
+        def __init__(self) -> None:
+            self.calls = 0
+            self.release = asyncio.Event()
+
+        async def answer(self, question, user_id, pin):
+            self.calls += 1
+            await self.release.wait()
+            return Answer(f"r{self.calls}", "Sure, here it is.", "v1.0")
+
+        async def close(self) -> None:
+            return None
+
+    class Actions:
+        def __init__(self) -> None:
+            self.sent: list[dict] = []
+
+        async def action(self, **fields) -> None:
+            self.sent.append(fields)
+
+        async def flush(self) -> None:
+            return None
+
+    async def scenario() -> tuple[int, int]:
+        model = SlowModel()
+        config = SimulationConfig(users=3, rate=1000.0, duration_s=30.0, concurrency=2, mix=FeedbackMix(ab_choice=0.0))
+        simulation = Simulation(config, model, Actions())
+        stop = asyncio.Event()
+        run = asyncio.create_task(simulation.run(stop))
+        while model.calls < 2:  # both slots taken
+            await asyncio.sleep(0.01)
+        stop.set()
+        model.release.set()
+        report = await asyncio.wait_for(run, 10)
+        return model.calls, report.requests
+
+    calls, requests = asyncio.run(scenario())
+    assert (calls, requests) == (2, 2)

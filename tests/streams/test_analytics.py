@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from prefloop import topics
 from prefloop.analytics.store import ch_time
 from schemas import Action, ActionKind, Response, TrainingRequest, decode
+from schemas.records import ROUTE_TAG
 from streams import drift
 from streams.pairing.text import normalised_distance
 from prefloop.keys import PAIRS_TOTAL as PAIRS_TOTAL_KEY
@@ -89,12 +90,13 @@ def test_win_rates_per_version(services, pipeline, store, tag):
 
 # --- drift ------------------------------------------------------------------------------------------------------------
 def insert_window(store, start_ms: int, tag: str, version: str, prompt_lengths: list[int], categories: list[str],
-                  thumbs_up: int, thumbs_down: int) -> None:
+                  thumbs_up: int, thumbs_down: int, canary_share: float = 0.0) -> None:
     cols = ["event_id", "event_type", "occurred_at", "response_id", "prompt_id", "model_version", "user_id", "kind",
             "rating", "rejected_response_id", "prompt_chars", "response_chars", "tags", "source_partition",
             "source_offset"]
     rows = [[f"{tag}-{start_ms}-{i}", "response", ch_time(start_ms + i), f"{tag}-r{i}", f"{tag}-p", version, None, "",
-             None, None, n, 120, {"category": c}, 0, i] for i, (n, c) in enumerate(zip(prompt_lengths, categories))]
+             None, None, n, 120, {"category": c, ROUTE_TAG: "canary" if i < canary_share * len(categories) else "production"},
+             0, i] for i, (n, c) in enumerate(zip(prompt_lengths, categories))]
     store.insert_rows("feedback_events", cols, rows)
     fcols = ["event_id", "occurred_at", "kind", "response_id", "prompt_id", "model_version", "user_id", "rating",
              "rejected_response_id", "rejected_model_version", "edit_distance", "prompt_chars", "response_chars"]
@@ -110,13 +112,15 @@ def test_drift_against_reference_and_own_baseline(services, store, tag):
     base = (4_000_000_000_000 // hour + int(time.time()) % 1000) * hour
     version = f"{tag}-prod"
     insert_window(store, base, tag, version, [60] * 100, ["coding"] * 50 + ["chat"] * 50, thumbs_up=80, thumbs_down=20)
+    # ... and a canary rollout began: the gateway's route tag moved, which is not drift of the users' input.
     insert_window(store, base + hour, tag, version, [60] * 50 + [500] * 50, ["coding"] * 50 + ["chat"] * 50,
-                  thumbs_up=40, thumbs_down=60)
+                  thumbs_up=40, thumbs_down=60, canary_share=0.5)
     reference = drift.Reference("test-ref", drift.input_profile(store, base, base + hour, 20), {})
     rows = drift.compute_window(store, base + hour, 3600, 10, 20, reference)
     got = {(r[2], r[3], r[4]): r for r in rows}
     assert got[("input", "prompt_length", "psi")][6] > 0.25  # half the prompts got much longer
     assert got[("input", "tag:category", "psi")][6] == pytest.approx(0.0, abs=1e-9)  # categories unchanged
+    assert not [k for k in got if k[1] == f"tag:{ROUTE_TAG}"]
     assert got[("input", "response_length", "js")][6] == pytest.approx(0.0, abs=1e-9)
     assert 0 < got[("input", "prompt_length", "js")][6] <= 1
     pref = got[("preference", "thumbs_up_rate", "delta")]
