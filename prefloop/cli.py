@@ -1,14 +1,35 @@
-"""The `prefloop` command: argument parsing only; each verb calls into the package that owns it."""
+"""The `prefloop` command: argument parsing only; each verb calls into the package that owns it.
+
+This is the one module that wires the packages together: each package adds its own verbs, and what one
+package needs from another is handed to it here (the streams trigger freezes its snapshots with the
+trainer's snapshot store; `prefloop status` shows the streams trigger's progress), so that no package
+imports a package above it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 from prefloop.errors import PrefloopError
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def _freeze_pairs(pairs: list, home: Path) -> str:
+    """The streams trigger's snapshot function: the trainer's snapshot store."""
+    from trainer.snapshots import freeze_pairs
+
+    return freeze_pairs(pairs, home)
+
+
+def _trigger_progress(settings: Any) -> dict[str, Any]:
+    """`prefloop status`'s retraining-trigger section, from the streams trigger."""
+    from streams.trigger_progress import trigger_progress
+
+    return trigger_progress(settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Each owning package adds its verbs; imports stay inside so `prefloop status` never loads torch.
     from prefloop import commands
 
-    commands.add_commands(sub)
+    commands.add_commands(sub, trigger_progress=_trigger_progress)
+    from streams import cli as streams_cli
+
+    streams_cli.add_commands(sub, snapshot=_freeze_pairs)
     from trainer import cli as trainer_cli
 
     trainer_cli.add_commands(sub)

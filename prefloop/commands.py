@@ -1,18 +1,21 @@
-"""Verbs for services, data in and data out: up, down, status, emit, sql, worker, collector, bench."""
+"""Verbs for services, data in and data out: up, down, status, init, emit, sql, collector, bench."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from prefloop.errors import PrefloopError
 from prefloop.settings import load_settings
 
+if TYPE_CHECKING:
+    from prefloop.services.supervisor import TriggerProgress
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+
+def add_commands(sub: argparse._SubParsersAction, trigger_progress: TriggerProgress | None = None) -> None:
+    """`trigger_progress` gives `prefloop status` its retraining-trigger section (streams/, wired by prefloop/cli.py)."""
     p = sub.add_parser("up", help="start Kafka, Redis, the analytics store, a streams worker, the collector, the trainer, the evaluator, the gateway, the rollout controller and the web app")
     p.add_argument("--only", metavar="LIST", help="comma-separated subset: kafka,redis,analytics,worker,collector,trainer,evaluator,gateway,rollout,web")
     p.set_defaults(handler=cmd_up)
@@ -23,7 +26,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("status", help="health of each service, topic end offsets, table row counts, trigger progress")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_status)
+    p.set_defaults(handler=cmd_status, trigger_progress=trigger_progress)
 
     p = sub.add_parser("init", help="create the contract topics and apply analytics migrations on external services")
     p.set_defaults(handler=cmd_init)
@@ -37,9 +40,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("query", metavar='"SELECT …"')
     p.add_argument("--format", choices=["table", "json", "csv", "tsv"], default="table")
     p.set_defaults(handler=cmd_sql)
-
-    p = sub.add_parser("worker", help="run one streams worker in the foreground (several may run)")
-    p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("collector", help="run the HTTP collector in the foreground")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback collector_host without API keys")
@@ -89,7 +89,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from prefloop.services.supervisor import status
 
     settings = load_settings()
-    report = status(settings)
+    report = status(settings, args.trigger_progress)
     if args.json:
         print(json.dumps(asdict(report), indent=2, default=str))
         return 0 if all(s.healthy for s in report.services if s.pid) else 1
@@ -124,7 +124,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     from prefloop.analytics.migrations import migrate
     from prefloop.analytics.store import connect
-    from prefloop.services.kafka import create_topics
+    from prefloop.kafka_admin import create_topics
 
     settings = load_settings()
     created = asyncio.run(create_topics(settings, settings.topics()))
@@ -159,11 +159,6 @@ def cmd_sql(args: argparse.Namespace) -> int:
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
     return 0
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    os.execv(sys.executable, [sys.executable, "-m", "streams"])
-    return 0  # pragma: no cover - exec does not return
 
 
 def cmd_collector(args: argparse.Namespace) -> int:

@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def one_line(what: BaseException | str, limit: int = 200) -> str:
+    """An error (or a text) as one line of at most `limit` characters, for logs and one-line reports;
+    an exception without a message is named by its type."""
+    text = " ".join(str(what).split())[:limit]
+    return text or (type(what).__name__ if isinstance(what, BaseException) else "")
+
+
 class PrefloopError(Exception):
     """Base of every error prefloop raises on purpose; the CLI prints it as one line."""
 

@@ -21,7 +21,7 @@ import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from prefloop.errors import ConfigError, PrefloopError
 from prefloop.setting_fields import check_fields, setting
@@ -33,7 +33,6 @@ logging.getLogger("aiokafka").addHandler(logging.NullHandler())
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-SECTION = "kafka"
 
 
 class KafkaConnectError(PrefloopError):
@@ -42,6 +41,8 @@ class KafkaConnectError(PrefloopError):
 
 @dataclass
 class KafkaSecurity:
+    SECTION: ClassVar[str] = "kafka"
+
     security_protocol: str = setting("PLAINTEXT", choices=PROTOCOLS, help="How every client talks to Kafka.")
     sasl_mechanism: str = setting("PLAIN", choices=MECHANISMS, help="SASL mechanism, with SASL_PLAINTEXT or SASL_SSL.")
     sasl_username: str = setting("", help="SASL user name.")
@@ -93,7 +94,7 @@ class KafkaSecurity:
 
 
 def security(settings: Settings | None = None) -> KafkaSecurity:
-    return (settings or load_settings()).section(KafkaSecurity, SECTION)
+    return (settings or load_settings()).section(KafkaSecurity)
 
 
 def kafka_options(settings: Settings | None = None, bootstrap_servers: str | None = None) -> dict[str, Any]:

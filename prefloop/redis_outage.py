@@ -30,6 +30,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
+from prefloop.errors import one_line
+
 log = logging.getLogger("prefloop.redis")
 
 T = TypeVar("T")
@@ -81,26 +83,22 @@ class OutageRetry(Retry):
         if self.down_since is None:
             self.down_since = self._last_log = now
             log.warning("%s unreachable (%s: %s); holding and retrying for up to %.0fs",
-                        self.name, type(error).__name__, _one_line(error), self.max_outage_s)
+                        self.name, type(error).__name__, one_line(error), self.max_outage_s)
             return
         down_s = now - self.down_since
         if down_s > self.max_outage_s:
             log.error("%s unreachable for %.0fs (max_outage_s %.0f); giving up: %s",
-                      self.name, down_s, self.max_outage_s, _one_line(error))
+                      self.name, down_s, self.max_outage_s, one_line(error))
             raise error
         if now - self._last_log >= STILL_DOWN_LOG_S:
             self._last_log = now
-            log.warning("%s still unreachable after %.0fs (%s)", self.name, down_s, _one_line(error))
+            log.warning("%s still unreachable after %.0fs (%s)", self.name, down_s, one_line(error))
 
     def _recovered(self) -> None:
         down_s = time.monotonic() - (self.down_since or time.monotonic())
         self.down_since = None
         self.epoch += 1
         log.warning("%s answers again after %.1fs", self.name, down_s)
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:200] or type(error).__name__
 
 
 def connect(url: str, max_outage_s: float, socket_timeout_s: float = 15.0, name: str = "Redis") -> Any:

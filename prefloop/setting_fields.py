@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,21 +139,30 @@ def _flag_type(f: dataclasses.Field, hint: Any) -> Callable[[str], Any]:
     return parse
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type, names: Iterable[str]) -> None:
+def add_flags(parser: argparse.ArgumentParser, cls: type, names: Iterable[str],
+              options: Mapping[str, Sequence[str]] | None = None) -> None:
     """One `--field-name` flag per named field, typed and range-checked from the field itself.
-    A flag left out is None (the settings file and environment then decide)."""
+    A flag left out is None (the settings file and environment then decide). `options` gives a field
+    other option strings than `--field-name` (e.g. a short alias kept for an existing command)."""
     hints = typing.get_type_hints(cls)
     by_name = {f.name: f for f in dataclasses.fields(cls)}
+    options = options or {}
     for name in names:
         f = by_name[name]
-        flag = "--" + name.replace("_", "-")
+        flags = list(options.get(name, ["--" + name.replace("_", "-")]))
         help_text = " ".join(f.metadata.get(HELP, "").split()).replace("%", "%%")
         if hints[name] is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif f.metadata.get("choices"):
-            parser.add_argument(flag, dest=name, choices=f.metadata["choices"], default=None, help=help_text)
+            parser.add_argument(*flags, dest=name, choices=f.metadata["choices"], default=None, help=help_text)
         else:
-            parser.add_argument(flag, dest=name, type=_flag_type(f, hints[name]), default=None, metavar=name.upper(), help=help_text)
+            parser.add_argument(*flags, dest=name, type=_flag_type(f, hints[name]), default=None, metavar=name.upper(),
+                                help=help_text)
 
 
-__all__ = ["setting", "check_fields", "bound_problem", "settings_table", "add_flags"]
+def flag_values(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    """The settings given on the command line among `names` (flags left out are not in it)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+__all__ = ["setting", "check_fields", "bound_problem", "settings_table", "add_flags", "flag_values"]

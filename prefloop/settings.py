@@ -4,8 +4,9 @@ Precedence, lowest to highest: the dataclass defaults below, the config file
 (`$PREFLOOP_CONFIG`, else `./prefloop.toml` when present), then environment
 variables. Core settings read `PREFLOOP_<FIELD>` (e.g. `PREFLOOP_KAFKA_PORT`) and the
 file's top level; a subsystem's section (streams, trainer, …) reads
-`PREFLOOP_<SECTION>_<FIELD>` and the file's `[section]` table. Every field is
-documented where it is declared; the README lists them all.
+`PREFLOOP_<SECTION>_<FIELD>` and the file's `[section]` table; each subsystem's settings class
+names its section in `SECTION`. Every field is declared once with `setting(...)` (default, help,
+bounds); `python -m prefloop.settings_doc` generates docs/settings.md from them.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from prefloop.errors import ConfigError
+from prefloop.setting_fields import check_fields, setting
 
 T = TypeVar("T")
 
 ENV_PREFIX = "PREFLOOP_"
-SECRET_FIELDS = frozenset({"redis_password"})
 
 
 def redact_url(url: str) -> str:
@@ -44,70 +45,52 @@ class TopicSpec:
     partitions: int
 
 
+PORT = {"ge": 1, "le": 65535}  # bounds of every TCP port setting
+
+
 @dataclass(repr=False)
 class Settings:
-    # Where every local service keeps its data, logs and PID files.
-    home: Path = Path(".prefloop")
-    # Kafka (KRaft, single node) started by `prefloop up`.
-    kafka_host: str = "127.0.0.1"
-    kafka_port: int = 19092
-    kafka_controller_port: int = 19093
-    # JVM heap of the local broker; bounded so the broker fits beside the trainer.
-    kafka_heap: str = "768m"
-    kafka_version: str = "4.1.1"
-    # Bootstrap servers of an external cluster; empty means the local broker.
-    kafka_bootstrap: str = ""
-    # Redis (Debian's redis-server) started by `prefloop up`; `redis_url` set means an external one
-    # (`redis://:PASSWORD@host:6379/0`, or `rediss://…` for TLS).
-    redis_port: int = 16379
-    redis_url: str = ""
-    # Password of the local redis-server (its requirepass) and of every client of it; never printed.
-    redis_password: str = ""
-    # Analytics store: empty means embedded chDB under `home`, owned by the analytics
-    # service and reached through it; `http://user:pass@host:8123/db` means a ClickHouse server.
-    clickhouse_url: str = ""
-    # Loopback port of the analytics service that owns the embedded chDB store.
-    analytics_port: int = 18123
-    # HTTP collector for non-Python apps.
-    collector_host: str = "127.0.0.1"
-    collector_port: int = 18080
-    collector_max_body_bytes: int = 1_048_576
-    # Most events one request may carry (a 1 MiB body of tiny bad items would otherwise mean 500k checks).
-    collector_max_events: int = 5_000
-    # OpenAI-compatible serving gateway (`prefloop serve`); its own knobs are the [serve] section.
-    # Loopback by default: another address needs API keys ([serve_auth], prefloop/auth/).
-    serve_host: str = "127.0.0.1"
-    serve_port: int = 18000
-    # The web app (`prefloop web`: arena, leaderboard, dashboard); its own knobs are the [web] section.
-    # Loopback by default: another address needs [web] username and password.
-    web_host: str = "127.0.0.1"
-    web_port: int = 17860
-    # Partition counts of the contract topics; all are created explicitly at start-up.
-    responses_partitions: int = 8
-    actions_partitions: int = 8
-    pairs_partitions: int = 8
-    dlq_partitions: int = 2
-    control_partitions: int = 1
-    # How long `up` waits for each service to become healthy before reporting its log.
-    start_timeout_s: float = 60.0
-    # Where fetched Kafka jars and built tiny models are cached; shared across homes.
-    cache_dir: Path = Path.home() / ".cache" / "prefloop"
+    home: Path = setting(Path(".prefloop"), help="Where every local service keeps its data, logs and PID files.")
+    kafka_host: str = setting("127.0.0.1", help="Address of the local Kafka broker (KRaft, single node) `prefloop up` starts.")
+    kafka_port: int = setting(19092, **PORT, help="Client port of the local Kafka broker.")
+    kafka_controller_port: int = setting(19093, **PORT, help="KRaft controller port of the local Kafka broker.")
+    kafka_heap: str = setting("768m", help="JVM heap of the local broker; bounded so the broker fits beside the trainer.")
+    kafka_version: str = setting("4.1.1", help="Apache Kafka release whose jars `prefloop up` fetches from Maven Central.")
+    kafka_bootstrap: str = setting("", help="Bootstrap servers of an external cluster; empty means the local broker.")
+    redis_port: int = setting(16379, **PORT, help="Port of the local redis-server (Debian's) `prefloop up` starts.")
+    redis_url: str = setting("", help="URL of an external Redis (`redis://:PASSWORD@host:6379/0`, or `rediss://…` for TLS); "
+                                      "empty means the local redis-server.")
+    redis_password: str = setting("", secret=True, help="Password of the local redis-server (its requirepass) and of every "
+                                                        "client of it; never printed.")
+    clickhouse_url: str = setting(
+        "", help="Analytics store: empty means embedded chDB under `home`, owned by the analytics service and reached "
+                 "through it; `http://user:pass@host:8123/db` means a ClickHouse server.")
+    analytics_port: int = setting(18123, **PORT, help="Loopback port of the analytics service that owns the embedded chDB store.")
+    collector_host: str = setting("127.0.0.1", help="Address of the HTTP collector for non-Python apps.")
+    collector_port: int = setting(18080, **PORT, help="Port of the HTTP collector.")
+    collector_max_body_bytes: int = setting(1_048_576, ge=1024, help="Largest collector request body; a larger one is answered 413.")
+    collector_max_events: int = setting(5_000, gt=0, help="Most events one collector request may carry (a 1 MiB body of "
+                                                          "tiny bad items would otherwise mean 500k checks); more is answered 413.")
+    serve_host: str = setting(
+        "127.0.0.1", help="Address of the OpenAI-compatible gateway (`prefloop serve`; its own knobs are the [serve] "
+                          "section). Loopback by default: another address needs API keys ([serve_auth], prefloop/auth/).")
+    serve_port: int = setting(18000, **PORT, help="Port of the OpenAI-compatible gateway.")
+    web_host: str = setting(
+        "127.0.0.1", help="Address of the web app (`prefloop web`: arena, leaderboard, dashboard; its own knobs are the "
+                          "[web] section). Loopback by default: another address needs [web] username and password.")
+    web_port: int = setting(17860, **PORT, help="Port of the web app.")
+    responses_partitions: int = setting(8, gt=0, help="Partitions of feedback.responses; every contract topic is created explicitly at start-up.")
+    actions_partitions: int = setting(8, gt=0, help="Partitions of feedback.actions.")
+    pairs_partitions: int = setting(8, gt=0, help="Partitions of feedback.pairs.")
+    dlq_partitions: int = setting(2, gt=0, help="Partitions of feedback.dlq.")
+    control_partitions: int = setting(1, gt=0, help="Partitions of training.requests, training.results and models.promotions.")
+    start_timeout_s: float = setting(60.0, gt=0, help="How long `up` waits for each service to become healthy before reporting its log.")
+    cache_dir: Path = setting(Path("~/.cache/prefloop"), help="Where fetched Kafka jars and built tiny models are cached; shared across homes.")
 
     def __post_init__(self) -> None:
+        check_fields(self)
         self.home = Path(self.home).expanduser().resolve()
         self.cache_dir = Path(self.cache_dir).expanduser().resolve()
-        for name in ("kafka_port", "kafka_controller_port", "redis_port", "analytics_port", "collector_port", "serve_port",
-                     "web_port"):
-            port = getattr(self, name)
-            if not 1 <= port <= 65535:
-                raise ConfigError(f'"{name}" should be a TCP port between 1 and 65535, got {port}')
-        for name in ("responses_partitions", "actions_partitions", "pairs_partitions", "dlq_partitions", "control_partitions"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f'"{name}" should be greater than zero, got {getattr(self, name)}')
-        if self.collector_max_events < 1:
-            raise ConfigError(f'"collector_max_events" should be greater than zero, got {self.collector_max_events}')
-        if self.collector_max_body_bytes < 1024:
-            raise ConfigError(f'"collector_max_body_bytes" should be at least 1024, got {self.collector_max_body_bytes}')
 
     @property
     def bootstrap_servers(self) -> str:
@@ -126,7 +109,7 @@ class Settings:
         shown = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in SECRET_FIELDS:
+            if f.metadata.get("secret"):
                 value = "(hidden)" if value else ""
             elif isinstance(value, str) and "://" in value:
                 value = redact_url(value)
@@ -136,6 +119,15 @@ class Settings:
     @property
     def embedded_analytics(self) -> bool:
         return not self.clickhouse_url
+
+    @property
+    def run_dir(self) -> Path:
+        """PID files, the watchdog's state and the workers' readiness files."""
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
 
     @property
     def chdb_path(self) -> Path:
@@ -171,9 +163,10 @@ class Settings:
             TopicSpec(topics.PROMOTIONS, self.control_partitions),
         ]
 
-    def section(self, cls: type[T], name: str) -> T:
-        """Load a subsystem's settings dataclass from the same file and environment."""
-        return load_dataclass(cls, section=name, config=self._config)
+    def section(self, cls: type[T], name: str | None = None) -> T:
+        """Load a subsystem's settings dataclass from the same file and environment: its `[SECTION]`
+        table (`cls.SECTION` unless `name` is given) and `PREFLOOP_<SECTION>_<FIELD>` variables."""
+        return load_dataclass(cls, section=name or cls.SECTION, config=self._config)  # type: ignore[attr-defined]
 
     @cached_property
     def _config(self) -> dict[str, Any]:

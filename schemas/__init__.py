@@ -20,6 +20,7 @@ from schemas.records import (
     TrainingResult,
     TrainingStatus,
     TriggerReason,
+    normalise_text,
     pair_hash,
     prompt_hash,
 )
@@ -41,5 +42,5 @@ def decode(data: bytes, expect: type[R] | None = None, registry: SchemaRegistry 
 __all__ = [
     "Action", "ActionKind", "AvroRecord", "DeadLetter", "PairSource", "PreferencePair", "PromotionDecision",
     "PromotionEvent", "Response", "SchemaRegistry", "TrainingRequest", "TrainingResult", "TrainingStatus",
-    "TriggerReason", "decode", "default_registry", "encode", "pair_hash", "prompt_hash",
+    "TriggerReason", "decode", "default_registry", "encode", "normalise_text", "pair_hash", "prompt_hash",
 ]

@@ -12,7 +12,6 @@ import enum
 import functools
 import hashlib
 import os
-import re
 import time
 import typing
 from dataclasses import dataclass, field
@@ -37,7 +36,9 @@ def new_event_id() -> str:
     return raw.hex()
 
 
-_WS = re.compile(r"\s+")
+def normalise_text(text: str) -> str:
+    """Case-folded, whitespace-collapsed, stripped: the form prompt ids hash and the quality rules compare."""
+    return " ".join(text.casefold().split())
 
 # The Response tag naming a prompt's category, and the product brief's five categories: what the
 # simulator asks and the report's coverage counts.
@@ -50,10 +51,9 @@ BRIEF_CATEGORIES = ("factual_qa", "comparison", "creative", "problem_solving", "
 
 
 def prompt_hash(prompt: str) -> str:
-    """Default prompt_id: a hash of the normalised prompt (case-folded, whitespace collapsed)."""
-    normalised = _WS.sub(" ", prompt.strip().casefold())
+    """Default prompt_id: a hash of the normalised prompt (`normalise_text`)."""
     # surrogatepass: a record holding a lone surrogate is still built, and validate() names the field.
-    return hashlib.sha256(normalised.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return hashlib.sha256(normalise_text(prompt).encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def pair_hash(prompt: str, chosen: str, rejected: str) -> str:

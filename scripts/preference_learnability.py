@@ -97,7 +97,7 @@ def main() -> int:
 
     from prefloop.settings import load_settings
     from trainer.base_models import resolve_base_model
-    from trainer.dpo import resolve_device
+    from trainer.devices import resolve_device
     from trainer.settings import TrainerSettings
     from trainer.snapshots import create_snapshot
     from trainer.train import run_training

@@ -22,17 +22,20 @@ import os
 
 import faust
 
-from prefloop.kafka_client import faust_broker_credentials, kafka_options
+from prefloop.kafka_client import faust_broker_credentials
+from prefloop.services.process import free_port, worker_ready_file
 from prefloop.settings import Settings
 from streams.alignment import EventTimeAlignment
-from streams.batching import BatchingApp
+from streams.compat.faust import BatchingApp
 from streams.freeze import TICK_S
-from streams.runtime import Runtime, fatal
+from streams.jobs import install as install_jobs
+from streams.runtime import InternalTopics, Runtime, fatal
 from streams.settings import StreamsSettings
 from streams.sinks.clickhouse import sinks
 from streams.stages.group import GroupStage
 from streams.stages.publish import PublishStage
 from streams.stages.resolve import ResolveStage
+from streams.trigger import SnapshotFn
 
 log = logging.getLogger("prefloop.streams")
 
@@ -41,19 +44,12 @@ def default_worker_id() -> str:
     return f"w{os.getpid()}"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _broker_urls(settings: Settings) -> list[str]:
     return [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",") if server.strip()]
 
 
-def create_app(settings: Settings, ss: StreamsSettings, worker_id: str | None = None) -> tuple[faust.App, "Pipeline"]:
+def create_app(settings: Settings, ss: StreamsSettings, snapshot: SnapshotFn,
+               worker_id: str | None = None) -> tuple[faust.App, "Pipeline"]:
     worker_id = ss.worker_id or worker_id or default_worker_id()
     datadir = settings.home / "streams" / worker_id
     datadir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +60,7 @@ def create_app(settings: Settings, ss: StreamsSettings, worker_id: str | None = 
         store="memory://",
         datadir=str(datadir),
         web_enabled=ss.web_enabled,
-        web_port=_free_port() if ss.web_enabled else 6066,
+        web_port=free_port() if ss.web_enabled else 6066,
         web_bind="127.0.0.1",
         topic_replication_factor=1,
         topic_allow_declare=True,
@@ -84,20 +80,21 @@ def create_app(settings: Settings, ss: StreamsSettings, worker_id: str | None = 
         value_serializer="raw",
         autodiscover=False,
     )
-    return app, Pipeline(app, settings, ss, worker_id)
+    return app, Pipeline(app, settings, ss, worker_id, snapshot)
 
 
 class Pipeline:
     """Wires the stages of streams/stages and the sinks onto the Faust app."""
 
-    def __init__(self, app: faust.App, settings: Settings, ss: StreamsSettings, worker_id: str) -> None:
+    def __init__(self, app: faust.App, settings: Settings, ss: StreamsSettings, worker_id: str,
+                 snapshot: SnapshotFn) -> None:
         self.app = app
         self.rt = rt = Runtime(settings, ss, app, worker_id)
         self.resolve = ResolveStage(rt)
         self.group = GroupStage(rt)
         self.publish = PublishStage(rt)
         self.sinks = sinks(rt)
-        self.ready_file = settings.home / "run" / f"worker-{os.getpid()}.ready"
+        self.ready_file = worker_ready_file(settings, os.getpid())
 
         # The input topics arrive as one RecordBatch per fetched partition (streams/batching.py).
         actions, responses = rt.actions.get_topic_name(), rt.responses.get_topic_name()
@@ -118,13 +115,7 @@ class Pipeline:
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
-        self.jobs = self.extra_timers()
-
-    def extra_timers(self):
-        """Drift and trigger jobs (streams/analytics, streams/trigger) hook in here."""
-        from streams.jobs import install
-
-        return install(self)
+        self.jobs = install_jobs(self, snapshot)  # the drift job and the retraining trigger
 
     async def _sweep_pending(self) -> None:
         await self.resolve.sweep()
@@ -188,29 +179,9 @@ async def ensure_internal_topics(settings: Settings, ss: StreamsSettings) -> Non
 
     Contract topics are never created here: `prefloop up` creates them with Settings' counts.
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from prefloop.kafka_admin import create_topics
 
-    from streams.runtime import internal_topic
-
-    wanted = {
-        internal_topic(ss, "resolved-actions"): settings.responses_partitions,
-        internal_topic(ss, "indexed-responses"): settings.actions_partitions,
-        internal_topic(ss, "pair-candidates"): settings.pairs_partitions,
-        internal_topic(ss, "analytics-rows"): ss.analytics_partitions,
-    }
-    admin = AIOKafkaAdminClient(**kafka_options(settings))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(name, n, 1) for name, n in wanted.items() if name not in existing]
-        if missing:
-            try:
-                await admin.create_topics(missing)
-            except Exception as exc:  # another worker created them first
-                if "TopicAlreadyExists" not in type(exc).__name__ + str(exc):
-                    raise
-    finally:
-        await admin.close()
+    await create_topics(settings, InternalTopics.of(settings, ss).all())
 
 
 # CPython's default (700 net allocations) runs a young collection every few events here, and
@@ -219,10 +190,11 @@ async def ensure_internal_topics(settings: Settings, ss: StreamsSettings) -> Non
 GC_THRESHOLDS = (50_000, 10, 10)
 
 
-def run_worker(settings: Settings, ss: StreamsSettings) -> int:
-    """Run one worker in the foreground until SIGTERM/SIGINT; returns the exit code."""
+def run_worker(settings: Settings, ss: StreamsSettings, snapshot: SnapshotFn) -> int:
+    """Run one worker in the foreground until SIGTERM/SIGINT; returns the exit code. `snapshot` freezes the
+    pairs of each training request (streams/trigger.py)."""
     asyncio.run(ensure_internal_topics(settings, ss))
-    app, pipeline = create_app(settings, ss)
+    app, pipeline = create_app(settings, ss, snapshot)
     gc.collect()
     gc.freeze()  # imports and the app itself: never garbage, never scanned again
     gc.set_threshold(*GC_THRESHOLDS)

@@ -10,7 +10,7 @@ temporary home, by the same code as `prefloop up`, and stops them at the end.
    re-deliveries) into feedback.responses / feedback.actions.
 2. Passthrough: one aiokafka consumer (group, both topics) produces every event unchanged to
    a scratch topic; clock from the first record to the last ack.
-3. Pipeline: start `--workers` `python -m streams` processes; clock from the moment they are
+3. Pipeline: start `--workers` `prefloop worker` processes; clock from the moment they are
    ready until every expected pair is on feedback.pairs and every input offset is committed.
 4. Latency: a paced run at `--latency-rate` events/s; latency = the pair record's Kafka
    timestamp minus its action's produce time (`created_at`), p50 and p99.
@@ -27,70 +27,27 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from prefloop import topics
+from prefloop.kafka_admin import create_topics
 from prefloop.kafka_client import kafka_options
-from prefloop.settings import Settings
-from schemas import Action, ActionKind, AvroRecord, Response, decode, encode, pair_hash
-from streams.pairing.group import PromptGroup, RuleSettings
-from streams.pairing.quality import QualityRules
+from prefloop.services.process import ManagedProcess, worker_ready_file
+from prefloop.settings import Settings, TopicSpec
+from schemas import AvroRecord, Response, decode, encode
 from streams.settings import StreamsSettings
+from streams.workload import EVENTS_PER_GROUP, Workload, mixed
 
 PASSTHROUGH_TOPIC = "bench.passthrough"
 
 
 # --- workload ------------------------------------------------------------------------------------------
-@dataclass
-class Workload:
-    records: list[AvroRecord] = field(default_factory=list)
-    expected_pairs: set[str] = field(default_factory=set)
-
-
-def workload(n_events: int, tag: str, rules: RuleSettings, quality: QualityRules) -> Workload:
-    """About n_events events in prompt groups of 4 responses and 9 actions (one re-delivered)."""
-    w = Workload()
-    groups: list[tuple[list[Response], list[Action]]] = []
-    for g in range(max(1, n_events // 13)):
-        prompt = f"[{tag}] question {g}: how do I tune batch size {g % 97} for service {g % 13}?"
-        rs = [Response(response_id=f"{tag}-{g}-{i}", prompt=prompt, model_version=("v1", "v2")[i % 2],
-                       response=f"answer {i} to {g}: " + " ".join(f"w{(g * 7 + i * 3 + j) % 101}" for j in range(20 + 4 * i)),
-                       tags={"category": ("coding", "billing", "chat", "search")[g % 4], "locale": ("en", "de")[g % 2]})
-              for i in range(4)]
-        acts = [
-            Action(response_id=rs[0].response_id, kind=ActionKind.EDIT, user_id=f"u{g}a",
-                   edited_text=f"edited answer to {g}: use adaptive batching with a {g % 50 + 10} ms bound"),
-            Action(response_id=rs[1].response_id, kind=ActionKind.CHOICE, rejected_response_id=rs[0].response_id),
-            Action(response_id=rs[2].response_id, kind=ActionKind.THUMBS_UP, user_id=f"u{g}b"),
-            Action(response_id=rs[2].response_id, kind=ActionKind.THUMBS_UP, user_id=f"u{g}c"),
-            Action(response_id=rs[3].response_id, kind=ActionKind.THUMBS_DOWN, user_id=f"u{g}d"),
-            Action(response_id=rs[1].response_id, kind=ActionKind.RATING, rating=5, user_id=f"u{g}e"),
-            Action(response_id=rs[3].response_id, kind=ActionKind.RATING, rating=2, user_id=f"u{g}f"),
-            Action(response_id=rs[0].response_id, kind=ActionKind.ACCEPT, user_id=f"u{g}g"),
-        ]
-        acts.append(acts[2])  # a producer retry: the same event twice
-        groups.append((rs, acts))
-    for rs, _ in groups:
-        w.records.extend(rs)
-    for _, acts in groups:
-        w.records.extend(acts)
-    for rs, acts in groups:  # the pairs the rules must make
-        group = PromptGroup(rs[0].prompt_id, None, rules)
-        for r in rs:
-            group.add_response(r)
-        for a in acts:
-            if group.seen(a.event_id):
-                continue
-            group.mark_seen(a.event_id)
-            for d in group.apply(a):
-                if quality.check(d.chosen, d.rejected) is None:
-                    w.expected_pairs.add(pair_hash(d.prompt, d.chosen, d.rejected))
-    return w
+def workload(events: int, tag: str) -> Workload:
+    """About `events` events: prompt groups of 12 (streams/workload.py), each with one record re-delivered."""
+    return mixed(tag, max(1, events // (EVENTS_PER_GROUP + 1)), duplicate_every=EVENTS_PER_GROUP)
 
 
 def wire_items(records: list[AvroRecord]) -> list[tuple[str, bytes, bytes]]:
@@ -230,32 +187,23 @@ async def _any_behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int
     return False
 
 
-async def create_topic(settings: Settings, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(**kafka_options(settings))
-    await admin.start()
-    try:
-        if name not in await admin.list_topics():
-            await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
-
-
 # --- workers ---------------------------------------------------------------------------------------------
 def start_workers(settings: Settings, count: int, env_extra: dict[str, str]) -> list[subprocess.Popen]:
     from prefloop.services.supervisor import service_env
 
     env = service_env(settings)
     env.update(env_extra)
-    logs = settings.home / "logs"
+    logs = settings.log_dir
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
     for i in range(count):
         with open(logs / f"bench-worker-{i}.log", "wb") as out:
             # PREFLOOP_BENCH_PROFILE=DIR profiles each worker with cProfile (DIR/worker-N.prof).
             profile = os.environ.get("PREFLOOP_BENCH_PROFILE")
-            cmd = [sys.executable, "-m", "streams"]
+            cmd = [sys.executable, "-m", "prefloop.cli", "worker"]
             if profile:
-                cmd = [sys.executable, "-m", "cProfile", "-o", str(Path(profile) / f"worker-{i}.prof"), "-m", "streams"]
+                cmd = [sys.executable, "-m", "cProfile", "-o", str(Path(profile) / f"worker-{i}.prof"), "-m", "prefloop.cli",
+                       "worker"]
             procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT))
     return procs
 
@@ -263,10 +211,10 @@ def start_workers(settings: Settings, count: int, env_extra: dict[str, str]) -> 
 def wait_ready(settings: Settings, procs: list[subprocess.Popen], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     for proc in procs:
-        ready = settings.home / "run" / f"worker-{proc.pid}.ready"
+        ready = worker_ready_file(settings, proc.pid)
         while not ready.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"streams worker {proc.pid} did not start; see {settings.home / 'logs'}")
+                raise RuntimeError(f"streams worker {proc.pid} did not start; see {settings.log_dir}")
             time.sleep(0.05)
 
 
@@ -294,11 +242,9 @@ def cpu_seconds(pid: int) -> float:
 def service_pids(settings: Settings) -> dict[str, int]:
     pids = {}
     for name in ("kafka", "redis", "analytics"):
-        path = settings.home / "run" / f"{name}.pid"
-        try:
-            pids[name] = int(path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
+        pid = ManagedProcess.of(settings, name).pid()
+        if pid is not None:
+            pids[name] = pid
     return pids
 
 
@@ -311,14 +257,12 @@ def percentile(values: list[float], q: float) -> float:
 
 # --- the bench ---------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from prefloop.services.process import free_port
+    from prefloop.services.process import isolated_settings
     from prefloop.services.supervisor import down, up
 
     home = Path(args.home) if args.home else Path(tempfile.mkdtemp(prefix="prefloop-bench-streams-"))
-    settings = Settings(home=home, kafka_port=free_port(), kafka_controller_port=free_port(), redis_port=free_port(),
-                        analytics_port=free_port(), collector_port=free_port(), start_timeout_s=120)
+    settings = isolated_settings(home, start_timeout_s=120)
     ss = StreamsSettings()
-    rules, quality = RuleSettings.from_settings(ss), QualityRules(ss.min_chars, ss.similarity_threshold)
     say = print if not args.quiet else (lambda *a, **k: None)
     say(f"starting Kafka, Redis and the analytics service in {home} ...")
     with open(os.devnull, "w") as quiet:
@@ -326,14 +270,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     procs: list[subprocess.Popen] = []
     result: dict[str, Any] = {"events": 0, "workers": args.workers}
     try:
-        w = workload(args.events, "bench", rules, quality)
-        items = wire_items(w.records)
+        w = workload(args.events, "bench")
+        expected = len(w.expected_pairs(ss))
+        items = wire_items(w.records())
         n = len(items)
         result["events"] = n
-        result["expected_pairs"] = len(w.expected_pairs)
-        asyncio.run(create_topic(settings, PASSTHROUGH_TOPIC, settings.pairs_partitions))
+        result["expected_pairs"] = expected
+        asyncio.run(create_topics(settings, [TopicSpec(PASSTHROUGH_TOPIC, settings.pairs_partitions)]))
         secs = asyncio.run(produce(settings, items))
-        say(f"preloaded {n} events ({len(w.expected_pairs)} pairs expected) in {secs:.1f}s")
+        say(f"preloaded {n} events ({expected} pairs expected) in {secs:.1f}s")
 
         done, secs = asyncio.run(passthrough(settings, n, args.time_limit))
         result["passthrough_eps"] = done / secs if secs else float("nan")
@@ -346,21 +291,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         watched = {**service_pids(settings), **{f"worker{i}": p.pid for i, p in enumerate(procs)}}
         cpu0 = {name: cpu_seconds(pid) for name, pid in watched.items()}
         t0 = time.perf_counter()
-        pairs, lag = asyncio.run(wait_for(settings, ss.app_id, len(w.expected_pairs), True, args.time_limit))
+        pairs, lag = asyncio.run(wait_for(settings, ss.app_id, expected, True, args.time_limit))
         secs = time.perf_counter() - t0
         result["cpu_share"] = {name: round((cpu_seconds(pid) - cpu0[name]) / secs, 2) for name, pid in watched.items()}
         result["pipeline_eps"] = n / secs
         result["pairs"] = pairs
-        result["complete"] = pairs == len(w.expected_pairs) and lag == 0
+        result["complete"] = pairs == expected and lag == 0
         say(f"pipeline: {n} events in {secs:.2f}s = {result['pipeline_eps']:,.0f} events/s "
             f"({pairs} pairs{'' if result['complete'] else ', INCOMPLETE'})")
         say("  CPU cores busy during the run: " + ", ".join(f"{k} {v:.2f}" for k, v in result["cpu_share"].items()))
 
         # Paced run for latency.
-        lw = workload(int(args.latency_rate * args.latency_seconds), "lat", rules, quality)
-        litems = wire_items(lw.records)
+        lw = workload(int(args.latency_rate * args.latency_seconds), "lat")
+        litems = wire_items(lw.records())
         asyncio.run(paced(settings, litems, args.latency_rate))
-        target = len(w.expected_pairs) + len(lw.expected_pairs)
+        target = expected + len(lw.expected_pairs(ss))
         asyncio.run(wait_for(settings, ss.app_id, target, False, args.time_limit))
         latencies = asyncio.run(pair_latencies(settings, "[lat]"))
         result["latency_p50_ms"] = percentile(latencies, 0.50)

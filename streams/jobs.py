@@ -14,18 +14,18 @@ from typing import Any
 from prefloop import keys
 from prefloop.analytics.store import ch_time, connect
 from schemas import TrainingRequest
-from streams.analytics import drift
-from streams.trigger import Trigger
+from streams import drift
+from streams.trigger import SnapshotFn, Trigger
 
 log = logging.getLogger("prefloop.streams.jobs")
 
 
 
 class Jobs:
-    def __init__(self, pipeline: Any) -> None:
+    def __init__(self, pipeline: Any, snapshot: SnapshotFn) -> None:
         self.rt = pipeline.rt
         self._store = None
-        self.trigger = Trigger(self.rt.settings, self.rt.ss, self.rt.redis, self.rt.send,
+        self.trigger = Trigger(self.rt.settings, self.rt.ss, self.rt.redis, self.rt.send, snapshot,
                                drift=self.latest_drift, on_fired=self.record_request)
 
     @property
@@ -66,8 +66,8 @@ class Jobs:
             log.warning("trigger check failed: %s", exc)
 
 
-def install(pipeline: Any) -> Jobs:
-    jobs = Jobs(pipeline)
+def install(pipeline: Any, snapshot: SnapshotFn) -> Jobs:
+    jobs = Jobs(pipeline, snapshot)
     ss = pipeline.rt.ss
     pipeline.app.timer(ss.drift_interval_s, on_leader=False)(jobs.run_drift)
     pipeline.app.timer(ss.trigger_check_s, on_leader=False)(jobs.run_trigger)

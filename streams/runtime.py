@@ -34,18 +34,39 @@ import redis.asyncio as aioredis
 
 from prefloop import keys, redis_outage
 from prefloop import topics as contract
-from prefloop.partitioner import KAFKA_MURMUR2_SEED, partition_for  # noqa: F401 - re-exported for the stages
-from prefloop.settings import Settings
+from prefloop.settings import Settings, TopicSpec
+from streams.compat.aiokafka import keep_in_metadata, send_in_batches
+from streams.compat.faust import aiokafka_producer
 from streams.freeze import FreezeWatch, FrozenError
 from streams.settings import StreamsSettings
 
 log = logging.getLogger("prefloop.streams")
 
-# Redis keys (one namespace, documented in streams/README section of the analytics doc).
-
 
 def internal_topic(ss: StreamsSettings, name: str) -> str:
     return f"{ss.app_id}-{name}"
+
+
+@dataclass(frozen=True)
+class InternalTopics:
+    """The topics between the stages of one pipeline, each with the partition count of the stage it feeds."""
+
+    resolved_actions: TopicSpec  # resolve -> group, partitioned like feedback.responses
+    indexed: TopicSpec  # group -> resolve (response ids indexed), partitioned like feedback.actions
+    candidates: TopicSpec  # group -> publish, partitioned like feedback.pairs
+    analytics: TopicSpec  # every stage -> the analytics sink
+
+    @classmethod
+    def of(cls, settings: Settings, ss: StreamsSettings) -> "InternalTopics":
+        return cls(
+            TopicSpec(internal_topic(ss, "resolved-actions"), settings.responses_partitions),
+            TopicSpec(internal_topic(ss, "indexed-responses"), settings.actions_partitions),
+            TopicSpec(internal_topic(ss, "pair-candidates"), settings.pairs_partitions),
+            TopicSpec(internal_topic(ss, "analytics-rows"), ss.analytics_partitions),
+        )
+
+    def all(self) -> list[TopicSpec]:
+        return [self.resolved_actions, self.indexed, self.candidates, self.analytics]
 
 
 @dataclass
@@ -80,14 +101,9 @@ class Runtime:
         self.training_requests = app.topic(contract.TRAINING_REQUESTS, partitions=settings.control_partitions,
                                            internal=False, **raw)
         # Internal topics, created by Faust with the partition counts of the stage they feed.
-        self.resolved_actions = app.topic(internal_topic(ss, "resolved-actions"),
-                                          partitions=settings.responses_partitions, internal=True, **raw)
-        self.indexed = app.topic(internal_topic(ss, "indexed-responses"), partitions=settings.actions_partitions,
-                                 internal=True, **raw)
-        self.candidates = app.topic(internal_topic(ss, "pair-candidates"), partitions=settings.pairs_partitions,
-                                    internal=True, **raw)
-        self.analytics = app.topic(internal_topic(ss, "analytics-rows"), partitions=ss.analytics_partitions,
-                                   internal=True, **raw)
+        internal = InternalTopics.of(settings, ss)
+        self.resolved_actions, self.indexed, self.candidates, self.analytics = (
+            app.topic(spec.name, partitions=spec.partitions, internal=True, **raw) for spec in internal.all())
         # Changelog-backed state (memory store; the changelog topic is the durable copy).
         self.pending = app.Table("pending-actions", partitions=settings.actions_partitions,
                                  key_type=str, value_type=None)
@@ -135,44 +151,23 @@ class Runtime:
         return await self.app.producer.send(name, key, value, partition, None, None)
 
     def _producer_for(self, name: str) -> Any:
-        """The aiokafka producer, with `name` among the topics its metadata refreshes ask for.
-
-        aiokafka's client asks for all topics until its first `add_topic`, then only for those
-        added, and replaces its view with each answer. A topic the producer knew only from
-        an all-topics answer then vanishes from its view; batches queued for it have no leader,
-        and the sender asks for metadata in a tight loop that never names that topic: the
-        worker spins at full CPU and the next commit's flush waits for good (seen in the
-        bench). Naming every topic before its first record keeps them all in every answer.
-        """
-        producer = self.app.producer._ensure_producer()
+        """The aiokafka producer, with `name` among the topics its metadata refreshes ask for
+        (streams/compat/aiokafka.py, `keep_in_metadata`)."""
+        producer = aiokafka_producer(self.app)
         if name not in self._tracked:
-            producer.client.add_topic(name)
+            keep_in_metadata(producer, name)
             self._tracked.add(name)
         return producer
 
     async def send_batch(self, topic: faust.types.TopicT | str, partition: int,
                          records: Iterable[tuple[bytes | None, bytes | None]]) -> list["SentBatch"]:
-        """Send (key, value) records to one partition, in order, as whole producer batches.
-
-        A record costs one append to aiokafka's batch builder instead of a `send` (partitioner,
-        accumulator and a future per record): for the many small records of one partition
-        (pairs, changelog values) that is most of the cost of producing them. Like `send`,
-        Faust's flush before a commit waits for these batches too.
-        """
+        """Send (key, value) records to one partition, in order, as whole producer batches
+        (streams/compat/aiokafka.py, `send_in_batches`). Like `send`, Faust's flush before a commit
+        waits for these batches too."""
         self.check_not_frozen()
         name = topic if isinstance(topic, str) else topic.get_topic_name()
         producer = self._producer_for(name)
-        sent: list[SentBatch] = []
-        batch = producer.create_batch()
-        for key, value in records:
-            if batch.append(timestamp=None, key=key, value=value) is None:  # full: submit it, start the next
-                sent.append(SentBatch(await producer.send_batch(batch, name, partition=partition),
-                                      batch.record_count()))
-                batch = producer.create_batch()
-                batch.append(timestamp=None, key=key, value=value)  # a batch's first record always fits
-        if batch.record_count():
-            sent.append(SentBatch(await producer.send_batch(batch, name, partition=partition), batch.record_count()))
-        return sent
+        return [SentBatch(future, count) for future, count in await send_in_batches(producer, name, partition, records)]
 
     def check_not_frozen(self) -> None:
         """Exit before writing anything if this worker stood still past the session timeout."""

@@ -12,7 +12,8 @@ and never within `trigger_cooldown_s` of the last request.
 adds them in the same Redis script that records them), and each request records the
 watermark of every feedback.pairs partition it covered. The snapshot of a request is the
 pairs between the previous request's watermarks and its own, read from the pairs topic
-(the source of truth), frozen by `trainer.snapshots.create_snapshot` (`SNAPSHOT_FN`).
+(the source of truth), frozen by the snapshot function the worker is given (`SnapshotFn`: the
+trainer's snapshot store, wired in by prefloop/cli.py; streams never imports the trainer).
 
 Exactly one request per crossing, with any number of workers: the firing worker must take
 the Redis lock `prefloop:trigger:lock` (SET NX, value = request id, expiry
@@ -57,24 +58,19 @@ PAIRS_END_METRIC = "pairs_end."  # + pairs partition: the watermark the request'
 TAIL_RECORDS = 20  # records read back from the end of each training.requests partition by `adopt_published`
 
 
-def default_snapshot(pairs: list[PreferencePair], home: Path) -> str:
-    """Freeze pairs with the trainer's snapshot store; returns the snapshot id."""
-    from trainer.snapshots import create_snapshot
-
-    return create_snapshot(pairs, home).snapshot_id
-
-
-# The one call that turns pairs into a snapshot id; tests and other deployments may point it elsewhere.
-SNAPSHOT_FN: Callable[[list[PreferencePair], Path], str] = default_snapshot
+# Freezes the pairs a request covers under the prefloop home and returns their snapshot id (blocking).
+SnapshotFn = Callable[[list[PreferencePair], Path], str]
 
 
 @dataclass(frozen=True)
 class Policy:
-    new_pairs: int = 1000
-    min_pairs: int = 100
-    drift_threshold: float = 0.25
-    staleness_s: float = 7 * 24 * 3600.0
-    cooldown_s: float = 3600.0
+    """The trigger's thresholds (`trigger_*` of the streams settings, where their defaults and bounds live)."""
+
+    new_pairs: int
+    min_pairs: int
+    drift_threshold: float
+    staleness_s: float
+    cooldown_s: float
 
     @classmethod
     def from_settings(cls, ss: StreamsSettings) -> "Policy":
@@ -147,13 +143,14 @@ class Trigger:
     """One worker's side of the trigger: check the policy, take the lock, snapshot, publish."""
 
     def __init__(self, settings: Settings, ss: StreamsSettings, redis: Any, send: Callable[..., Any],
-                 drift: Callable[[], float | None] | None = None,
+                 snapshot: SnapshotFn, drift: Callable[[], float | None] | None = None,
                  on_fired: Callable[[TrainingRequest], None] | None = None) -> None:
         self.settings = settings
         self.policy = Policy.from_settings(ss)
         self.ss = ss
         self.redis = redis
         self.send = send  # async (topic, key, value) -> awaitable ack
+        self.snapshot = snapshot
         self.drift = drift  # blocking () -> latest input drift, run in a thread
         self.on_fired = on_fired  # blocking, run in a thread after publishing (analytics bookkeeping)
 
@@ -196,7 +193,7 @@ class Trigger:
             return None
         previous = json.loads(fields.get("offsets", "{}"))
         pairs = await read_pairs(self.settings, previous, state.offsets)
-        snapshot_id = await asyncio.get_running_loop().run_in_executor(None, SNAPSHOT_FN, pairs, self.settings.home)
+        snapshot_id = await asyncio.get_running_loop().run_in_executor(None, self.snapshot, pairs, self.settings.home)
         metrics = {"new_pairs": float(state.new_pairs), "staleness_s": state.staleness_s,
                    PAIRS_TOTAL_METRIC: float(state.pairs_total),
                    **{PAIRS_END_METRIC + p: float(offset) for p, offset in state.offsets.items()}}

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import pytest
 
-from prefloop.services.process import free_port
+from prefloop.services.process import isolated_settings
 from prefloop.services.supervisor import down, service_env, up
 from prefloop.settings import Settings
 
@@ -21,17 +21,7 @@ __all__ = ["service_env"]
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     home = tmp_path_factory.mktemp("prefloop-home")
-    settings = Settings(
-        home=home,
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        redis_port=free_port(),
-        analytics_port=free_port(),
-        collector_port=free_port(),
-        serve_port=free_port(),
-        web_port=free_port(),
-        start_timeout_s=120,
-    )
+    settings = isolated_settings(home, start_timeout_s=120)
     with open(os.devnull, "w") as quiet:
         up(settings, only=["kafka", "redis", "analytics"], out=quiet)
     try:

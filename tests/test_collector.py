@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prefloop import topics as contract
 from prefloop.collector import create_app
 from prefloop.sdk import FeedbackClient
-from prefloop.sdk.testing import create_topic, delete_topic, end_offsets, read_range
+from kafka_testing import create_topic, delete_topic, end_offsets, read_range
 from prefloop.services.process import free_port
 from prefloop.services.supervisor import service_env
 from prefloop.settings import Settings

@@ -14,12 +14,12 @@ import uuid
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from prefloop.auth import AuthSettings, check_bind
+from prefloop.auth import AuthSettings, CollectorAuthSettings, check_bind
 from prefloop.auth.ratelimit import RateLimiter
 from prefloop.collector import create_app
 from prefloop.errors import ConfigError
 from prefloop.sdk import FeedbackClient
-from prefloop.sdk.testing import create_topic, delete_topic, read_range
+from kafka_testing import create_topic, delete_topic, read_range
 from prefloop.services.supervisor import service_env
 from prefloop.settings import Settings
 
@@ -196,5 +196,5 @@ def test_auth_settings_come_from_their_section(services: Settings, tmp_path, mon
     config.write_text(f'[collector_auth]\nkeys = ["{entry("a", GOOD)}"]\nrate_limit_per_s = 5\n')
     monkeypatch.setenv("PREFLOOP_CONFIG", str(config))
     monkeypatch.setenv("PREFLOOP_COLLECTOR_AUTH_CORS_ORIGINS", "https://a.example,https://b.example")
-    auth = dataclasses.replace(services).section(AuthSettings, "collector_auth")
+    auth = dataclasses.replace(services).section(CollectorAuthSettings)
     assert auth.rate_limit_per_s == 5 and auth.cors_origins == ["https://a.example", "https://b.example"]

@@ -14,9 +14,8 @@ from pathlib import Path
 import redis
 
 from prefloop import routing
-from prefloop.services.process import free_port
+from prefloop.services.process import isolated_settings
 from prefloop.services.supervisor import service_env
-from prefloop.settings import Settings
 
 STEPS = ["services", "collect", "train", "evaluate", "rollout", "compare", "summary"]
 # The tiny model learns the EDIT pattern at a gentle rate; a faster one (or the demo's extra NLL term)
@@ -34,11 +33,7 @@ SHORT_DEMO = {
 
 
 def test_shortened_demo_closes_the_loop(tmp_path: Path) -> None:
-    settings = Settings(
-        home=tmp_path / "home", kafka_port=free_port(), kafka_controller_port=free_port(), redis_port=free_port(),
-        analytics_port=free_port(), collector_port=free_port(), serve_port=free_port(), web_port=free_port(),
-        start_timeout_s=180,
-    )
+    settings = isolated_settings(tmp_path / "home", start_timeout_s=180)
     env = {**service_env(settings), **SHORT_DEMO}
     cli = [sys.executable, "-m", "prefloop.cli"]
     try:

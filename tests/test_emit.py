@@ -14,7 +14,7 @@ import pytest
 from prefloop import topics as contract
 from prefloop.emit import EmitError, deterministic_event_id, emit_file
 from prefloop.errors import PrefloopError
-from prefloop.sdk.testing import end_offsets, read_range
+from kafka_testing import end_offsets, read_range
 from prefloop.settings import Settings
 from schemas import Action, ActionKind, Response
 

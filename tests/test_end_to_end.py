@@ -10,9 +10,8 @@ from pathlib import Path
 
 import requests
 
-from prefloop.services.process import free_port, pid_alive
+from prefloop.services.process import isolated_settings, pid_alive
 from prefloop.services.supervisor import service_env
-from prefloop.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "feedback.jsonl"
 
@@ -28,11 +27,7 @@ def sql_rows(env: dict[str, str], query: str) -> list[dict]:
 
 
 def test_up_emit_collect_pairs_down(tmp_path: Path) -> None:
-    settings = Settings(
-        home=tmp_path / "home", kafka_port=free_port(), kafka_controller_port=free_port(), redis_port=free_port(),
-        analytics_port=free_port(), collector_port=free_port(), serve_port=free_port(), web_port=free_port(),
-        start_timeout_s=120,
-    )
+    settings = isolated_settings(tmp_path / "home", start_timeout_s=120)
     env = service_env(settings)
     env["PREFLOOP_SERVE_BASE_MODEL"] = "tiny"  # the gateway's model; tests/serving covers serving itself
     up = cli(env, "up")

@@ -27,7 +27,7 @@ from prefloop.kafka_client import KafkaSecurity, kafka_options
 from prefloop.sdk import FeedbackClient
 from prefloop.sdk.exceptions import KafkaUnavailableError
 from prefloop.services.kafka import add_scram_user
-from prefloop.services.process import free_port
+from prefloop.services.process import free_port, isolated_settings
 from prefloop.services.supervisor import down, service_env, up
 from prefloop.settings import Settings, load_settings
 from schemas import ActionKind, decode
@@ -72,9 +72,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         '[trainer]\nbase_model = "tiny"\n[serve]\ndevice = "cpu"\ncpu_threads = 1\n'
         f'[serve_auth]\nkeys = ["tests:{hashlib.sha256(GATEWAY_KEY.encode()).hexdigest()}"]\n'
     )
-    settings = Settings(home=work / "home", kafka_port=free_port(), kafka_controller_port=free_port(),
-                        redis_port=free_port(), analytics_port=free_port(), collector_port=free_port(),
-                        serve_port=free_port(), start_timeout_s=180, redis_password=REDIS_SECRET)
+    settings = isolated_settings(work / "home", start_timeout_s=180, redis_password=REDIS_SECRET)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PREFLOOP_CONFIG", str(config))
         for key, value in service_env(settings).items():
@@ -214,7 +212,7 @@ def test_redis_refuses_a_client_without_the_password(secure: Settings):
 def test_no_secret_in_any_log_status_error_or_repr(secure: Settings):
     outputs = [cli("status").stdout + cli("status").stderr, cli("status", "--json").stdout,
                cli("init", PREFLOOP_KAFKA_SASL_PASSWORD="not-the-password").stderr,
-               repr(load_settings()), repr(load_settings().section(KafkaSecurity, "kafka")), repr(secure)]
+               repr(load_settings()), repr(load_settings().section(KafkaSecurity)), repr(secure)]
     logs = [path for path in secure.home.rglob("*.log")] + list((secure.home / "logs").iterdir())
     assert any(p.name == "worker.log" for p in logs) and any(p.name == "kafka.log" for p in logs)
     texts = outputs + [p.read_text(errors="replace") for p in set(logs) if p.is_file()]

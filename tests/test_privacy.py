@@ -16,7 +16,7 @@ from prefloop.collector import create_app
 from prefloop.errors import ConfigError
 from prefloop.privacy import ForgottenLedger, PrivacySettings, pseudonym
 from prefloop.sdk import FeedbackClient
-from prefloop.sdk.testing import create_topic, delete_topic, read_range
+from kafka_testing import create_topic, delete_topic, read_range
 from prefloop.settings import load_settings
 from schemas import Action, ActionKind, PairSource, PreferencePair, Response
 from streams.sinks import rows

@@ -31,9 +31,10 @@ from schemas import (
     pair_hash,
 )
 from schemas.codec import HEADER_LEN, MARKER
-from streams.pairing.group import PromptGroup, RuleSettings
+from schemas.records import normalise_text
+from streams.pairing.prompt_group import PromptGroup
 from streams.pairing.quality import QualityRules
-from streams.pairing.text import normalise
+from streams.settings import StreamsSettings
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -192,8 +193,8 @@ def group_histories(draw):
 @given(group_histories())
 def test_no_pair_ever_has_identical_chosen_and_rejected(history):
     responses, actions = history
-    group = PromptGroup("g", None, RuleSettings())
-    quality = QualityRules()
+    group = PromptGroup("g", None, StreamsSettings())
+    quality = QualityRules.from_settings(StreamsSettings())
     for response in responses:
         group.add_response(response)
     kept = []
@@ -202,10 +203,10 @@ def test_no_pair_ever_has_identical_chosen_and_rejected(history):
             if quality.check(draft.chosen, draft.rejected) is None:
                 kept.append(draft)
     for draft in kept:
-        assert normalise(draft.chosen.strip()) != normalise(draft.rejected.strip())
+        assert normalise_text(draft.chosen) != normalise_text(draft.rejected)
         assert draft.chosen_response_id != draft.rejected_response_id
     # the group's state is JSON-able and rebuilding from it changes nothing (the changelog's round trip)
-    again = PromptGroup("g", group.state, RuleSettings())
+    again = PromptGroup("g", group.state, StreamsSettings())
     assert again.state == group.state
 
 
@@ -213,7 +214,7 @@ def test_no_pair_ever_has_identical_chosen_and_rejected(history):
 @given(group_histories())
 def test_a_vote_delivered_twice_adds_no_pair_and_no_vote_pair_repeats(history):
     responses, actions = history
-    group = PromptGroup("g", None, RuleSettings())
+    group = PromptGroup("g", None, StreamsSettings())
     for response in responses:
         group.add_response(response)
     votes = [a for a in actions if a.kind in (ActionKind.THUMBS_UP, ActionKind.THUMBS_DOWN, ActionKind.RATING)]

@@ -21,7 +21,8 @@ from prefloop.sdk import (
     KafkaUnavailableError,
     SyncFeedbackClient,
 )
-from prefloop.sdk.testing import create_topic, delete_topic, end_offsets, list_topics, read_range
+from kafka_testing import create_topic, delete_topic, end_offsets, read_range
+from prefloop.kafka_admin import list_topics
 from prefloop.services.process import free_port
 from prefloop.settings import Settings
 from schemas import Action, ActionKind, PromotionDecision, PromotionEvent, Response

@@ -91,6 +91,8 @@ def test_status_reports_health_offsets_and_rows(prefloop_env: Settings) -> None:
     assert health["kafka"] and health["redis"] and health["analytics"]
     assert set(report["topic_offsets"]) == set(topics.ALL)
     assert "preference_pairs" in report["table_rows"]
+    # The retraining trigger's progress, from the streams package (prefloop/cli.py wires it into `status`).
+    assert report["trigger"]["new_pairs_threshold"] == 1000 and "pairs_since_last_training" in report["trigger"]
 
 
 def test_sql_through_the_running_owner_in_every_format(prefloop_env: Settings, store) -> None:
@@ -131,10 +133,9 @@ def test_init_on_running_services_creates_nothing_new(prefloop_env: Settings) ->
 
 
 def isolated_settings(tmp_path) -> Settings:
-    from prefloop.services.process import free_port
+    from prefloop.services import process
 
-    return Settings(home=tmp_path / "home", redis_port=free_port(), analytics_port=free_port(),
-                    kafka_port=free_port(), kafka_controller_port=free_port(), start_timeout_s=30)
+    return process.isolated_settings(tmp_path / "home", start_timeout_s=30)
 
 
 def test_up_status_down_purge_lifecycle(tmp_path) -> None:

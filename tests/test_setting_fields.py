@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from prefloop.errors import ConfigError
-from prefloop.setting_fields import add_flags, check_fields, setting, settings_table
+from prefloop.setting_fields import add_flags, check_fields, flag_values, setting, settings_table
 
 
 @dataclass
@@ -65,3 +65,23 @@ def test_flags_are_typed_and_range_checked(capsys: pytest.CaptureFixture[str]):
     with pytest.raises(SystemExit):
         parser.parse_args(["--share", "x"])
     assert "should be a number, got 'x'" in capsys.readouterr().err
+
+
+def test_extra_option_strings_and_flag_values():
+    parser = argparse.ArgumentParser(prog="t")
+    add_flags(parser, Example, ["count", "share"], {"count": ("--count", "-n")})
+    args = parser.parse_args(["-n", "3"])
+    assert flag_values(args, ["count", "share"]) == {"count": 3}
+
+
+def test_train_flags_come_from_the_trainer_settings(capsys: pytest.CaptureFixture[str]):
+    """`prefloop train`'s flags are generated from TrainerSettings: names, the old --lr, bounds, booleans."""
+    from prefloop.cli import build_parser
+    from trainer.cli import TRAIN_FLAGS
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "--pairs", "p.jsonl", "--lr", "0.001", "--no-progress", "--heldout-fraction", "0.2"])
+    assert flag_values(args, TRAIN_FLAGS) == {"learning_rate": 0.001, "progress": False, "heldout_fraction": 0.2}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--pairs", "p.jsonl", "--replay-fraction", "1"])
+    assert "argument --replay-fraction: should be in [0, 1), got 1" in capsys.readouterr().err

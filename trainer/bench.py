@@ -18,9 +18,10 @@ import json
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from prefloop.bench.records import BenchRun
 
 _WORDS = (
     "the a model answer user question please thanks help code error data train test value list file time day "
@@ -62,18 +63,18 @@ def _arm_list(text: str) -> list[str]:
 
 
 def add_bench_command(bench_sub: argparse._SubParsersAction) -> None:
-    from trainer.cli import _one_line_errors, _positive_float, _positive_int
+    from prefloop.arguments import one_line_errors, positive_float, positive_int
 
-    p = _one_line_errors(bench_sub.add_parser("trainer", help="DPO training pairs/s and peak memory: prefloop vs TRL defaults"))
-    p.add_argument("--pairs", type=_positive_int, default=64, help="distinct synthetic pairs (default 64)")
+    p = one_line_errors(bench_sub.add_parser("trainer", help="DPO training pairs/s and peak memory: prefloop vs TRL defaults"))
+    p.add_argument("--pairs", type=positive_int, default=64, help="distinct synthetic pairs (default 64)")
     p.add_argument("--model", default="smollm2", metavar="tiny|smollm2|PATH", help="base model (default smollm2)")
-    p.add_argument("--steps", type=_positive_int, default=8, help="optimizer steps per arm (default 8)")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="pairs per step (default 8)")
-    p.add_argument("--time-limit", type=_positive_float, default=900.0, help="seconds before an arm is killed (default 900)")
+    p.add_argument("--steps", type=positive_int, default=8, help="optimizer steps per arm (default 8)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="pairs per step (default 8)")
+    p.add_argument("--time-limit", type=positive_float, default=900.0, help="seconds before an arm is killed (default 900)")
     p.add_argument("--arms", type=_arm_list, default=["trl-default", "prefloop"], metavar="LIST",
                    help=f"comma-separated arms, run in this order (default trl-default,prefloop; known: {', '.join(ARMS)})")
     p.add_argument("--warm", action="store_true", help="add the prefloop-warm-cache arm")
-    p.add_argument("--repeat", type=_positive_int, default=1,
+    p.add_argument("--repeat", type=positive_int, default=1,
                    help="rounds; the arm order alternates (reversed every other round) so drift hits every arm alike")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     p.set_defaults(handler=cmd_bench_trainer)
@@ -115,10 +116,8 @@ def cmd_bench_trainer(args: argparse.Namespace) -> int:
         raise PrefloopError("the prefloop-warm-cache arm reuses the cache the prefloop arm fills: add prefloop to --arms")
     settings = load_settings()
     model_dir = resolve_base_model(args.model, settings.cache_dir)
-    out_root = settings.home / "bench"
-    out_root.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    work = Path(tempfile.mkdtemp(prefix=f"trainer-{stamp}-", dir=out_root))
+    run = BenchRun.start(settings.home, "trainer")
+    work = run.work_dir()
     pairs_file = work / "pairs.jsonl"
     pairs_file.write_text("".join(json.dumps(p) + "\n" for p in synthetic_pairs(args.pairs)))
     common = ["--pairs", str(pairs_file), "--model", str(model_dir), "--steps", str(args.steps),
@@ -148,11 +147,7 @@ def cmd_bench_trainer(args: argparse.Namespace) -> int:
                "model_dir": str(model_dir), "arms": rounds[0], "ratios": _ratios(rounds[0]),
                "rounds": [{"arms": r, "ratios": _ratios(r)} for r in rounds],
                "spread": {k: {"median": m, "min": lo, "max": hi} for k, (m, lo, hi) in spread.items()}}
-    record = out_root / f"trainer-{stamp}.json"
-    record.write_text(json.dumps(summary, indent=2) + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"results: {record}")
+    run.save(summary, args.json)
     return 0 if all("error" not in r for results in rounds for r in results.values()) else 1
 
 

@@ -43,7 +43,8 @@ def run_trl_default(pairs: list[dict], model_dir: Path, steps: int, batch_size: 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from trainer.dpo import build_lora_config, resolve_device, use_bf16
+    from trainer.devices import resolve_device, use_bf16
+    from trainer.dpo import build_lora_config
     from trainer.settings import TrainerSettings
 
     device = resolve_device("auto")
@@ -79,7 +80,7 @@ def run_prefloop(pairs: list[dict], model_dir: Path, steps: int, batch_size: int
                  cache_dir: Path, gradient_checkpointing: str = "auto", liger_kernel: bool = False) -> dict:
     import torch
 
-    from trainer.dpo import resolve_device
+    from trainer.devices import resolve_device
     from trainer.settings import TrainerSettings
     from trainer.snapshots import create_snapshot
     from trainer.train import run_training

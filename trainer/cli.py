@@ -9,53 +9,22 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import types
 from pathlib import Path
-from typing import NoReturn
 
+from prefloop.arguments import one_line_errors
+from prefloop.setting_fields import add_flags, flag_values
+from trainer.settings import TrainerSettings
 
-def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Bad arguments print one line (`prefloop train: error: …`) and exit 2, without the usage block."""
-
-    def error(self: argparse.ArgumentParser, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-    parser.error = types.MethodType(error, parser)  # type: ignore[method-assign]
-    return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"should be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"should be greater than zero, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"should be a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"should be greater than zero, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"should be a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"should be in [0, 1), got {value}")
-    return value
+# The [trainer] settings `prefloop train` takes as flags; each flag's type, bounds and help come from the field.
+TRAIN_FLAGS = (
+    "base_model", "epochs", "max_steps", "batch_size", "grad_accum", "learning_rate", "beta", "max_length",
+    "heldout_fraction", "replay_fraction", "min_pairs", "seed", "device", "gradient_checkpointing", "progress",
+)
+FLAG_OPTIONS = {"learning_rate": ("--learning-rate", "--lr")}  # --lr: the flag's name before it was generated
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = _one_line_errors(sub.add_parser(
+    p = one_line_errors(sub.add_parser(
         "train",
         help="train a DPO LoRA adapter on a pairs file or a snapshot, in the foreground, and register it",
         description="One DPO micro-batch run (TRL DPOTrainer + PEFT LoRA). Flags override [trainer] settings.",
@@ -63,46 +32,25 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--pairs", type=Path, metavar="FILE.jsonl", help="JSON lines with prompt, chosen, rejected (frozen as a snapshot first)")
     source.add_argument("--snapshot", metavar="ID", help="re-run an existing snapshot (exactly repeatable)")
-    p.add_argument("--base-model", metavar="PATH|tiny|smollm2", help="base checkpoint (default: setting base_model)")
     p.add_argument("--output", type=Path, metavar="DIR", help="adapter directory (default: <home>/runs/<snapshot>-<time>)")
     p.add_argument("--snapshot-id", metavar="ID", help="id for the snapshot made from --pairs (default: content hash)")
-    p.add_argument("--epochs", type=_positive_float)
-    p.add_argument("--max-steps", type=_positive_int, help="optimizer steps; overrides --epochs")
-    p.add_argument("--batch-size", type=_positive_int)
-    p.add_argument("--grad-accum", type=_positive_int)
-    p.add_argument("--lr", type=_positive_float, dest="learning_rate", help="learning rate (LoRA: 5e-5..2e-4)")
-    p.add_argument("--beta", type=_positive_float, help="DPO beta")
-    p.add_argument("--max-length", type=_positive_int)
-    p.add_argument("--heldout-fraction", type=_fraction)
-    p.add_argument("--replay-fraction", type=_fraction)
-    p.add_argument("--min-pairs", type=_positive_int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--gradient-checkpointing", nargs="?", const="on", choices=["auto", "on", "off"],
-                   help="auto (default: the fewest layers that fit the device's free memory), on or off")
-    p.add_argument("--no-progress", action="store_true", help="no progress line")
+    add_flags(p, TrainerSettings, TRAIN_FLAGS, FLAG_OPTIONS)
     p.add_argument("--no-register", action="store_true", help="do not add the adapter to the model registry")
     p.set_defaults(handler=cmd_train)
 
-    p = _one_line_errors(sub.add_parser(
+    p = one_line_errors(sub.add_parser(
         "trainer", help="run the trainer service: consume training.requests, one job at a time, publish training.results"
     ))
     p.add_argument("--once", action="store_true", help="handle one request, then exit")
     p.set_defaults(handler=cmd_trainer)
 
-    models = _one_line_errors(sub.add_parser("models", help="the model registry: list, promote, rollback"))
+    models = one_line_errors(sub.add_parser("models", help="the model registry: list, promote, rollback"))
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
     models_sub.required = True
-    p = _one_line_errors(models_sub.add_parser("list", help="every version with status, parent, snapshot and metrics"))
+    p = one_line_errors(models_sub.add_parser("list", help="every version with status, parent, snapshot and metrics"))
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_models_list)
     # `models promote` and `models rollback` go through the rollout controller: evaluator/rollout/cli.py adds them.
-
-
-TRAIN_OVERRIDES = (
-    "base_model", "epochs", "max_steps", "batch_size", "grad_accum", "learning_rate", "beta", "max_length",
-    "heldout_fraction", "replay_fraction", "min_pairs", "seed", "device", "gradient_checkpointing",
-)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -114,10 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trainer.train import check_output_dir, plan_run
 
     settings = load_settings()
-    overrides = {name: getattr(args, name) for name in TRAIN_OVERRIDES}
-    if args.no_progress:
-        overrides["progress"] = False
-    trainer_settings = load_trainer_settings(settings, **overrides)
+    trainer_settings = load_trainer_settings(settings, **flag_values(args, TRAIN_FLAGS))
 
     # Validate everything before anything is written: pairs, split sizes, output dir, base model.
     if args.pairs is not None:

@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from prefloop.arguments import one_line_errors, positive_int
 from schemas.records import PairSource
-from trainer.cli import _one_line_errors, _positive_int
 
 
 def _since(text: str) -> int:
@@ -30,17 +30,17 @@ def _since(text: str) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    pairs = _one_line_errors(sub.add_parser("pairs", help="the collected preference pairs: export"))
+    pairs = one_line_errors(sub.add_parser("pairs", help="the collected preference pairs: export"))
     pairs_sub = pairs.add_subparsers(dest="pairs_command", metavar="ACTION")
     pairs_sub.required = True
-    p = _one_line_errors(pairs_sub.add_parser(
+    p = one_line_errors(pairs_sub.add_parser(
         "export", help="write the pairs in the analytics store as JSON lines (for prefloop train --pairs or TRL)",
         description="Pairs from preference_pairs (deduplicated by pair id), in pair-id order. The count goes to stderr."))
     p.add_argument("--out", default="-", metavar="FILE.jsonl", help="output file (default: stdout)")
     p.add_argument("--since", type=_since, metavar="PERIOD|DATE", help="only pairs created in the last PERIOD (7d, 24h) or since DATE")
     p.add_argument("--source", action="append", choices=[s.value for s in PairSource], help="only pairs of this source (repeatable)")
     p.add_argument("--model-version", metavar="V", help="only pairs whose chosen answer came from version V")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="at most N pairs")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="at most N pairs")
     p.add_argument("--format", choices=("full", "trl"), default="full",
                    help="full: every pair field (default, read back by prefloop train); trl: prompt, chosen, rejected only")
     p.set_defaults(handler=cmd_pairs_export)

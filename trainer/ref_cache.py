@@ -14,10 +14,21 @@ import json
 import sqlite3
 from contextlib import closing
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "vocab.json", "merges.txt")
+
+
+@dataclass
+class RefStats:
+    """Counts of unique pairs whose reference log-probs were computed (`forward_pairs`) or read from
+    the cache (`cache_hits`), per dataset name (train / eval)."""
+
+    forward_pairs: int = 0
+    cache_hits: int = 0
+    seconds: float = 0.0
 
 
 def reference_revision(model_dir: Path, *, max_length: int, chat_template: bool, dtype: str, extra: dict | None = None) -> str:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefloop.errors import one_line
 from prefloop.kafka_client import kafka_options
 from prefloop.keys import TRIGGER_LOCK
 from schemas import TrainingRequest, TrainingResult, TrainingStatus
@@ -180,7 +181,7 @@ def release_trigger_lock(settings: Any, timeout_s: float = 1.0) -> bool:
             client.close()
         return True
     except Exception as exc:  # noqa: BLE001 - the result must still be published
-        detail = " ".join(str(exc).split())[:160]
+        detail = one_line(exc, 160)
         print(f"prefloop trainer: warning: could not release {TRIGGER_LOCK} in Redis ({type(exc).__name__}: {detail})",
               file=sys.stderr)
         return False
@@ -281,8 +282,8 @@ async def run_service(settings: Any, once: bool = False, stop: asyncio.Event | N
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from prefloop import topics
-    from prefloop.errors import DecodeError, ValidationError
-    from schemas import decode, encode
+    from prefloop.record_loop import one_at_a_time
+    from schemas import encode
     from trainer.mirror import open_registry
 
     trainer_settings = load_trainer_settings(settings)
@@ -311,25 +312,19 @@ async def run_service(settings: Any, once: bool = False, stop: asyncio.Event | N
         await producer.send_and_wait(topics.TRAINING_RESULTS, encode(result), key=result.request_id.encode())
 
     print(f"prefloop trainer: consuming {topics.TRAINING_REQUESTS} at {settings.bootstrap_servers}", file=sys.stderr, flush=True)
+    async def handle(req: TrainingRequest) -> None:
+        print(f"prefloop trainer: request {req.event_id} (snapshot {req.snapshot_id}, {req.reason.value})",
+              file=sys.stderr, flush=True)
+        result = await handle_request(req, settings, publish, trainer_settings=trainer_settings, registry=registry)
+        print(f"prefloop trainer: request {req.event_id} {result.status.value} {result.version or result.reason}",
+              file=sys.stderr, flush=True)
+
+    def skipped(offset: int, exc: Exception) -> None:
+        print(f"prefloop trainer: skipped an undecodable request at offset {offset}: {exc}", file=sys.stderr)
+
     keeper = asyncio.create_task(keep_routing(settings, registry))
     try:
-        while stop is None or not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=1000, max_records=1)
-            for _tp, messages in batch.items():
-                for message in messages:
-                    try:
-                        req = decode(message.value, expect=TrainingRequest)
-                    except (DecodeError, ValidationError) as exc:
-                        print(f"prefloop trainer: skipped an undecodable request at offset {message.offset}: {exc}", file=sys.stderr)
-                    else:
-                        print(f"prefloop trainer: request {req.event_id} (snapshot {req.snapshot_id}, {req.reason.value})",
-                              file=sys.stderr, flush=True)
-                        result = await handle_request(req, settings, publish, trainer_settings=trainer_settings, registry=registry)
-                        print(f"prefloop trainer: request {req.event_id} {result.status.value} "
-                              f"{result.version or result.reason}", file=sys.stderr, flush=True)
-                    await consumer.commit()
-                    if once:
-                        return
+        await one_at_a_time(consumer, TrainingRequest, handle, skipped, once, stop)
     finally:
         keeper.cancel()
         await consumer.stop()

@@ -6,8 +6,9 @@ is written to a temporary directory and renamed into place, so readers never see
 content hash is checked on every load. Re-running a snapshot with the same settings repeats the run
 exactly (same split, same replay sample, same order, same seed).
 
-Public API (the streams trigger calls `create_snapshot` before publishing a TrainingRequest):
+Public API (the streams trigger is given `freeze_pairs` to call before publishing a TrainingRequest):
     create_snapshot(pairs, home, snapshot_id=None) -> Snapshot
+    freeze_pairs(pairs, home) -> snapshot id
     load_snapshot(home, snapshot_id) -> Snapshot
     list_snapshots(home) -> list[SnapshotInfo]
     preview_snapshot(pairs, home, snapshot_id=None) -> Snapshot   (same, without writing)
@@ -117,6 +118,11 @@ def preview_snapshot(
 
 def _forgotten(pair: PreferencePair, response_ids: frozenset[str]) -> bool:
     return bool(response_ids) and (pair.chosen_response_id in response_ids or pair.rejected_response_id in response_ids)
+
+
+def freeze_pairs(pairs: list[PreferencePair], home: Path) -> str:
+    """The id of the snapshot of `pairs` (created unless the same pairs were frozen before)."""
+    return create_snapshot(pairs, home).snapshot_id
 
 
 def create_snapshot(

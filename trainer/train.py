@@ -149,8 +149,9 @@ def run_training(
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, PrinterCallback
 
-    from trainer.dpo import (CachedReferenceDPOTrainer, SelectiveCheckpointing, attention_backends, build_dpo_config,
-                             build_lora_config, resolve_device, use_bf16)
+    from trainer.devices import resolve_device, use_bf16
+    from trainer.compat_trl import CachedReferenceDPOTrainer
+    from trainer.dpo import SelectiveCheckpointing, attention_backends, build_dpo_config, build_lora_config
     from trainer.heldout import evaluate_heldout
     from trainer.progress import ProgressLine
     from trainer.ref_cache import RefLogpCache, reference_revision

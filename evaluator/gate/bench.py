@@ -28,17 +28,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prefloop.bench.records import BenchRun
+
 ARMS = ("trl-evaluate", "prefloop-cold", "prefloop-warm")
 
 
 def add_bench_command(bench_sub: argparse._SubParsersAction) -> None:
-    from trainer.cli import _one_line_errors, _positive_int
+    from prefloop.arguments import one_line_errors, positive_int
 
-    p = _one_line_errors(bench_sub.add_parser("eval", help="held-out scoring pairs/s: prefloop's gate vs TRL's DPOTrainer.evaluate()"))
-    p.add_argument("--pairs", type=_positive_int, default=256, help="synthetic held-out pairs (default 256)")
+    p = one_line_errors(bench_sub.add_parser("eval", help="held-out scoring pairs/s: prefloop's gate vs TRL's DPOTrainer.evaluate()"))
+    p.add_argument("--pairs", type=positive_int, default=256, help="synthetic held-out pairs (default 256)")
     p.add_argument("--model", default="smollm2", metavar="tiny|smollm2|PATH", help="base model (default smollm2)")
     p.add_argument("--adapter", type=Path, metavar="DIR", help="LoRA adapter to score (default: a random one of the trainer's shape)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="pairs per forward pass in every arm (default 16)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="pairs per forward pass in every arm (default 16)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: CUDA when available")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     p.set_defaults(handler=cmd_bench_eval)
@@ -116,7 +118,7 @@ def cmd_bench_eval(args: argparse.Namespace) -> int:
     from prefloop.settings import load_settings
     from trainer.base_models import resolve_base_model
     from trainer.bench import synthetic_pairs
-    from trainer.dpo import resolve_device
+    from trainer.devices import resolve_device
     from trainer.pairs_io import coerce_pairs
     from trainer.settings import TrainerSettings
     from trainer.train import quiet_libraries
@@ -125,10 +127,8 @@ def cmd_bench_eval(args: argparse.Namespace) -> int:
     settings = load_settings()
     model_dir = resolve_base_model(args.model, settings.cache_dir)
     device = resolve_device(args.device)
-    out_root = settings.home / "bench"
-    out_root.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    work = Path(tempfile.mkdtemp(prefix=f"eval-{stamp}-", dir=out_root))
+    run = BenchRun.start(settings.home, "eval")
+    work = run.work_dir()
     adapter = args.adapter or random_adapter(model_dir, work / "adapter")
     training = run_settings(adapter, TrainerSettings(base_model=str(model_dir))).replace(device=device)
     pairs = coerce_pairs(synthetic_pairs(args.pairs))
@@ -151,11 +151,7 @@ def cmd_bench_eval(args: argparse.Namespace) -> int:
     summary = {"pairs": len(pairs), "model": args.model, "model_dir": str(model_dir), "adapter": str(adapter),
                "batch_size": args.batch_size, "device": device, "max_length": training.max_length, "arms": results,
                "ratios": ratios}
-    record = out_root / f"eval-{stamp}.json"
-    record.write_text(json.dumps(summary, indent=2) + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"results: {record}")
+    run.save(summary, args.json)
     return 0
 
 

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from prefloop.arguments import one_line_errors
 from prefloop.kafka_client import kafka_options
-from prefloop.setting_fields import add_flags
-from trainer.cli import _one_line_errors
+from prefloop.setting_fields import add_flags, flag_values
 
 GATE_FLAGS = ("min_pairs", "min_improvement", "alpha", "min_slice_pairs", "guardrail_prompts", "max_new_tokens",
               "max_pairs", "batch_size", "device")
@@ -24,7 +24,7 @@ GATE_FLAGS = ("min_pairs", "min_improvement", "alpha", "min_slice_pairs", "guard
 def add_commands(sub: argparse._SubParsersAction) -> None:
     from evaluator.gate.settings import GateSettings
 
-    p = _one_line_errors(sub.add_parser(
+    p = one_line_errors(sub.add_parser(
         "eval",
         help="judge a trained adapter against production on held-out pairs and publish PROMOTE or REJECT",
         description="The offline gate in the foreground. Flags override [evaluator] settings.",
@@ -40,7 +40,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_flags(p, GateSettings, GATE_FLAGS)
     p.set_defaults(handler=cmd_eval)
 
-    p = _one_line_errors(sub.add_parser(
+    p = one_line_errors(sub.add_parser(
         "evaluator", help="run the evaluator service: consume training.results, publish PROMOTE/REJECT on models.promotions"
     ))
     p.add_argument("--once", action="store_true", help="handle one training result, then exit")
@@ -81,7 +81,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from trainer.registry import ModelRegistry
 
     settings = load_settings()
-    gate = load_gate_settings(settings, **{name: getattr(args, name) for name in GATE_FLAGS})
+    gate = load_gate_settings(settings, **flag_values(args, GATE_FLAGS))
     # Every input is checked before the (long) evaluation and before anything is written.
     contest = resolve_contest(settings, args.candidate, args.baseline, registry=ModelRegistry(settings.home))
     if args.pairs is not None:

@@ -124,7 +124,9 @@ class GateModels:
         from transformers import AutoModelForCausalLM
 
         from trainer.base_models import load_tokenizer
-        from trainer.dpo import CachedReferenceDPOTrainer, attention_backends, build_dpo_config, resolve_device, use_bf16
+        from trainer.devices import resolve_device, use_bf16
+        from trainer.compat_trl import CachedReferenceDPOTrainer
+        from trainer.dpo import attention_backends, build_dpo_config
         from trainer.ref_cache import RefLogpCache, reference_revision
         from trainer.train import quiet_libraries, to_columns
 
@@ -163,7 +165,7 @@ class GateModels:
     @contextlib.contextmanager
     def using(self, side: str) -> Iterator[Any]:
         """The model with `side`'s adapter active (adapters disabled for a base-model baseline)."""
-        from trl.trainer.utils import use_adapter
+        from trainer.compat_trl import use_adapter
 
         name = CANDIDATE if side == CANDIDATE else (BASELINE if self.baseline.adapter_dir is not None else None)
         with use_adapter(self.trainer.model, name):

@@ -190,8 +190,8 @@ async def run_service(settings: Any, once: bool = False, stop: asyncio.Event | N
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from prefloop import topics
-    from prefloop.errors import DecodeError, ValidationError
-    from schemas import decode, encode
+    from prefloop.record_loop import one_at_a_time
+    from schemas import encode
     from trainer.mirror import open_registry
 
     gate = load_gate_settings(settings)
@@ -220,21 +220,15 @@ async def run_service(settings: Any, once: bool = False, stop: asyncio.Event | N
             timeout=gate.publish_timeout_s,
         )
 
+    async def handle(result: TrainingResult) -> None:
+        await handle_result(result, settings, publish, gate=gate, registry=registry)
+
+    def skipped(offset: int, exc: Exception) -> None:
+        _log(f"skipped an undecodable result at offset {offset}: {exc}")
+
     _log(f"consuming {topics.TRAINING_RESULTS} at {settings.bootstrap_servers}")
     try:
-        while stop is None or not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=1000, max_records=1)
-            for _tp, messages in batch.items():
-                for message in messages:
-                    try:
-                        result = decode(message.value, expect=TrainingResult)
-                    except (DecodeError, ValidationError) as exc:
-                        _log(f"skipped an undecodable result at offset {message.offset}: {exc}")
-                    else:
-                        await handle_result(result, settings, publish, gate=gate, registry=registry)
-                    await consumer.commit()
-                    if once:
-                        return
+        await one_at_a_time(consumer, TrainingResult, handle, skipped, once, stop)
     finally:
         await consumer.stop()
         await producer.stop()

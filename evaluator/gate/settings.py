@@ -1,6 +1,6 @@
 """`GateSettings`: every knob of the offline gate, with its default and why.
 
-Loaded with `settings.section(GateSettings, "evaluator")`: the `[evaluator]` table of prefloop.toml,
+Loaded with `settings.section(GateSettings)`: the `[evaluator]` table of prefloop.toml,
 then `PREFLOOP_EVALUATOR_<FIELD>` environment variables (e.g. `PREFLOOP_EVALUATOR_MIN_PAIRS=100`).
 `prefloop eval` flags override both.
 """
@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from prefloop.setting_fields import check_fields, setting
 
 
 @dataclass
 class GateSettings:
+    SECTION: ClassVar[str] = "evaluator"
+
     # --- the decision ---
     min_pairs: int = setting(
         50, ge=1,
@@ -98,4 +100,4 @@ class GateSettings:
 
 def load_gate_settings(settings: Any, **overrides: Any) -> GateSettings:
     """`GateSettings` from prefloop's settings object (file `[evaluator]` + env), then `overrides`."""
-    return settings.section(GateSettings, "evaluator").replace(**overrides)
+    return settings.section(GateSettings).replace(**overrides)

@@ -10,18 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import types
-from typing import Any, NoReturn
+from typing import Any
 
-
-def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Bad arguments print one line and exit 2, without the usage block."""
-
-    def error(self: argparse.ArgumentParser, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-    parser.error = types.MethodType(error, parser)  # type: ignore[method-assign]
-    return parser
+from prefloop.arguments import one_line_errors
 
 
 def _fraction(text: str) -> float:
@@ -42,27 +33,27 @@ def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    rollout = _one_line_errors(sub.add_parser(
+    rollout = one_line_errors(sub.add_parser(
         "rollout", help="the canary rollout controller: run it, see the rollout, pause or resume it"))
     rollout_sub = rollout.add_subparsers(dest="rollout_command", metavar="ACTION")
     rollout_sub.required = True
-    p = _one_line_errors(rollout_sub.add_parser(
+    p = one_line_errors(rollout_sub.add_parser(
         "run", help="run the controller service (started by `prefloop up`): act on PROMOTE events and live metrics"))
     p.set_defaults(handler=cmd_run)
-    p = _one_line_errors(rollout_sub.add_parser(
+    p = one_line_errors(rollout_sub.add_parser(
         "status", help="stage, traffic, time left, both arms' live metrics with their bounds, the last decisions"))
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--decisions", type=int, default=5, metavar="N", help="how many of the last decisions to show")
     p.set_defaults(handler=cmd_status)
-    p = _one_line_errors(rollout_sub.add_parser(
+    p = one_line_errors(rollout_sub.add_parser(
         "pause", help="hold the rollout at its stage (no advance, no new rollout); rollback rules still apply"))
     p.add_argument("--reason", default="", help="why, shown by `prefloop rollout status`")
     p.set_defaults(handler=cmd_pause)
-    p = _one_line_errors(rollout_sub.add_parser("resume", help="let a paused rollout advance again"))
+    p = one_line_errors(rollout_sub.add_parser("resume", help="let a paused rollout advance again"))
     p.set_defaults(handler=cmd_resume)
 
     models = _subcommands(sub.choices["models"])
-    p = _one_line_errors(models.add_parser(
+    p = one_line_errors(models.add_parser(
         "promote", help="roll a version out from the first canary stage (any status but production; "
                         "--to 1.0 makes it production now)"))
     p.add_argument("version")
@@ -70,7 +61,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="start at the stage with this traffic fraction; 1.0 skips the canary")
     p.add_argument("--reason", default="", help="recorded in the decision")
     p.set_defaults(handler=cmd_models_promote)
-    p = _one_line_errors(models.add_parser(
+    p = one_line_errors(models.add_parser(
         "rollback", help="roll back now: the running canary, or else production to the version before it"))
     p.add_argument("--reason", default="", help="recorded in the decision")
     p.set_defaults(handler=cmd_models_rollback)

@@ -22,7 +22,7 @@ from evaluator.rollout.lease import LeaseLost, new_owner_id
 from evaluator.rollout.settings import RolloutSettings, load_rollout_settings
 from evaluator.rollout.state import RolloutState
 from prefloop import keys, topics
-from prefloop.errors import PrefloopError, ServiceError
+from prefloop.errors import PrefloopError, ServiceError, one_line
 from prefloop.kafka_client import kafka_options
 from prefloop.settings import redact_url
 from schemas import encode
@@ -129,7 +129,7 @@ async def run_service(settings: Any, stop: asyncio.Event | None = None) -> None:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a service logs, re-reads the record and carries on
-                what = "lost the lease" if isinstance(exc, LeaseLost) else f"{type(exc).__name__}: {_one_line(exc)}"
+                what = "lost the lease" if isinstance(exc, LeaseLost) else f"{type(exc).__name__}: {one_line(exc)}"
                 log(f"step failed ({what}); starting again from the rollout record")
                 if consumer is not None:  # its position may be ahead of the record: re-seek from the record
                     await consumer.stop()
@@ -149,10 +149,6 @@ async def run_service(settings: Any, stop: asyncio.Event | None = None) -> None:
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200]
 
 
 async def submit(settings: Any, command: Command, timeout_s: float | None = None) -> str:

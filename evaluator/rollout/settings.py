@@ -1,6 +1,6 @@
 """`RolloutSettings`: the canary plan, the rollback thresholds and the controller's timing.
 
-Loaded with `settings.section(RolloutSettings, "rollout")`: the `[rollout]` table of prefloop.toml,
+Loaded with `settings.section(RolloutSettings)`: the `[rollout]` table of prefloop.toml,
 then `PREFLOOP_ROLLOUT_<FIELD>` environment variables (e.g. `PREFLOOP_ROLLOUT_STAGES=0.1:10s,1.0`).
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 from evaluator.rollout.plan import Stage, format_duration, parse_stages
 from prefloop.errors import ConfigError
@@ -17,6 +17,8 @@ from prefloop.setting_fields import check_fields, setting
 
 @dataclass
 class RolloutSettings:
+    SECTION: ClassVar[str] = "rollout"
+
     stages: str = setting(
         "0.05:24h,0.2:48h,0.5:72h,1.0",
         help="Canary traffic fraction and least time held per stage (units s, m, h, d), ending with 1.0: "
@@ -74,6 +76,6 @@ def load_rollout_settings(settings: Any, **overrides: Any) -> RolloutSettings:
     """`RolloutSettings` from prefloop's settings object (file `[rollout]` + env), then `overrides`."""
     import dataclasses
 
-    loaded = settings.section(RolloutSettings, "rollout")
+    loaded = settings.section(RolloutSettings)
     values = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(loaded, **values) if values else loaded

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Iterable, Protocol, Sequence
 from urllib.parse import urlsplit
 
@@ -48,13 +47,16 @@ class QueryResult:
 
 
 def ch_time(ms: int) -> str:
-    """Epoch milliseconds as a DateTime64(3) literal ClickHouse parses in JSONEachRow."""
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    """Epoch milliseconds as the text every DateTime64(3) column and `toDateTime64(..., 3, 'UTC')` read:
+    epoch seconds with milliseconds ("1700000000.123"; inserts use date_time_input_format=best_effort).
+    Cheap enough for the streams' rows, which build one per event."""
+    return f"{ms // 1000}.{ms % 1000:03d}"
 
 
 def sql_string(text: str) -> str:
-    """A ClickHouse string literal (for values that cannot be query parameters of every store)."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A ClickHouse string literal (for values that cannot be query parameters of every store; any text,
+    NUL included: user ids are arbitrary)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\0", "\\0") + "'"
 
 
 def sql_time(ms: int) -> str:
@@ -192,7 +194,7 @@ def open_for_command(settings: Settings) -> _StoreMixin:
     running analytics service, or, when nobody owns the embedded chDB directory, chDB opened in this process."""
     from prefloop.services.process import ManagedProcess
 
-    owner = ManagedProcess("analytics", settings.home / "run", settings.home / "logs").pid()
+    owner = ManagedProcess.of(settings, "analytics").pid()
     if settings.embedded_analytics and owner is None:
         if not settings.chdb_path.exists():
             raise AnalyticsError(f"no analytics store at {settings.chdb_path}; run `prefloop up` first")

@@ -4,6 +4,6 @@ collector and the gateway): one implementation, configured per service in its ow
 
 from prefloop.auth.keys import ApiKey, KeyRing, generate_key, hash_key
 from prefloop.auth.middleware import protect
-from prefloop.auth.settings import AuthSettings, check_bind, is_loopback
+from prefloop.auth.settings import AuthSettings, CollectorAuthSettings, ServeAuthSettings, check_bind, is_loopback
 
-__all__ = ["ApiKey", "AuthSettings", "KeyRing", "check_bind", "generate_key", "hash_key", "is_loopback", "protect"]
+__all__ = ["ApiKey", "AuthSettings", "CollectorAuthSettings", "ServeAuthSettings", "KeyRing", "check_bind", "generate_key", "hash_key", "is_loopback", "protect"]

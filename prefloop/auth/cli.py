@@ -8,7 +8,7 @@ import sys
 
 from prefloop.auth.config_file import add_key_entry, config_path, revoke_key_entry
 from prefloop.auth.keys import KeyRing, generate_key, hash_key
-from prefloop.auth.settings import SECTIONS, AuthSettings
+from prefloop.auth.settings import AUTH_SETTINGS
 from prefloop.settings import load_settings
 
 
@@ -30,27 +30,27 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p = keys_sub.add_parser(action, help=help_text)
         if action != "list":
             p.add_argument("name", type=_name, metavar="NAME")
-        p.add_argument("--service", choices=sorted(SECTIONS), default="collector", help="whose key (default: collector)")
+        p.add_argument("--service", choices=sorted(AUTH_SETTINGS), default="collector", help="whose key (default: collector)")
         p.set_defaults(handler=handler)
 
 
 def cmd_create(args: argparse.Namespace) -> int:
     key = generate_key()
-    path = add_key_entry(SECTIONS[args.service], args.name, hash_key(key))
+    path = add_key_entry(AUTH_SETTINGS[args.service].SECTION, args.name, hash_key(key))
     print(key)
-    print(f"stored {args.name}'s SHA-256 in [{SECTIONS[args.service]}] of {path}; this is the only time the key is "
+    print(f"stored {args.name}'s SHA-256 in [{AUTH_SETTINGS[args.service].SECTION}] of {path}; this is the only time the key is "
           "shown. Restart the service to use it.", file=sys.stderr)
     return 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    path = revoke_key_entry(SECTIONS[args.service], args.name)
-    print(f"revoked {args.name} in [{SECTIONS[args.service]}] of {path}; restart the service to apply it")
+    path = revoke_key_entry(AUTH_SETTINGS[args.service].SECTION, args.name)
+    print(f"revoked {args.name} in [{AUTH_SETTINGS[args.service].SECTION}] of {path}; restart the service to apply it")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    auth = load_settings().section(AuthSettings, SECTIONS[args.service])
+    auth = load_settings().section(AUTH_SETTINGS[args.service])
     ring = KeyRing(auth)
     if not ring.enabled:
         print(f"no API keys for the {args.service} ({config_path()}): it asks for none and binds only loopback")

@@ -12,11 +12,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 from prefloop.errors import ConfigError
 from prefloop.setting_fields import check_fields, setting
 
-SECTIONS = {"collector": "collector_auth", "serve": "serve_auth"}  # service -> its settings section
 NAMES = {"collector": "collector", "serve": "gateway"}  # service -> what messages call it
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -70,11 +70,28 @@ class AuthSettings:
                 raise ConfigError(f'"cors_origins" entries should be scheme://host[:port] without a path, or *; got {origin!r}')
 
 
+@dataclass
+class CollectorAuthSettings(AuthSettings):
+    """The collector's keys, rate limit and CORS origins."""
+
+    SECTION: ClassVar[str] = "collector_auth"
+
+
+@dataclass
+class ServeAuthSettings(AuthSettings):
+    """The gateway's keys, rate limit and CORS origins."""
+
+    SECTION: ClassVar[str] = "serve_auth"
+
+
+AUTH_SETTINGS: dict[str, type[AuthSettings]] = {"collector": CollectorAuthSettings, "serve": ServeAuthSettings}
+
+
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host.strip().lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
     except ValueError:
         return False  # a host name other than localhost may resolve to anything
 
@@ -83,7 +100,7 @@ def check_bind(host: str, auth: AuthSettings, service: str, insecure: bool = Fal
     """Refuse to serve on a non-loopback address without API keys, unless told it is meant."""
     if is_loopback(host) or auth.keys or insecure or auth.insecure:
         return
-    section = SECTIONS.get(service, f"{service}_auth")
+    section = AUTH_SETTINGS[service].SECTION
     raise ConfigError(f"refusing to serve the {NAMES.get(service, service)} on {host} without API keys: add one with "
                       f"`prefloop keys create NAME --service {service}` ([{section}] keys), bind 127.0.0.1, "
                       "or pass --insecure")

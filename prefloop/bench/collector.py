@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,14 +33,15 @@ from typing import Any
 
 import tomlkit
 
+from prefloop.arguments import positive_float, positive_int
 from prefloop.auth import generate_key, hash_key
 from prefloop.bench.ingest import BenchError, Phase, make_inputs, run_sdk
+from prefloop.kafka_admin import create_topics, delete_topics
 from prefloop.sdk.client import FeedbackClient
-from prefloop.sdk.testing import create_topic, delete_topic
 from prefloop.services.kafka import end_offsets
-from prefloop.services.process import free_port, pid_alive, terminate
+from prefloop.services.process import ensure_debian_tool, free_port, pid_alive, terminate
 from prefloop.services.supervisor import service_env
-from prefloop.settings import Settings, load_settings, read_config_file
+from prefloop.settings import Settings, TopicSpec, load_settings, read_config_file
 
 # wrk's Lua hooks: the same body on every request; at the end one JSON line the bench parses.
 WRK_SCRIPT = """
@@ -121,24 +121,7 @@ class CollectorResult:
 
 def ensure_wrk() -> str:
     """The path of `wrk`, installing Debian's package once when it is missing (idempotent)."""
-    path = shutil.which("wrk")
-    if path:
-        return path
-    if os.geteuid() != 0:
-        raise BenchError("the collector bench needs wrk: apt-get install -y wrk")
-    print("installing wrk (apt-get install -y wrk), once…", file=sys.stderr)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "wrk"]
-    if subprocess.run(install, capture_output=True, env=env).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env)
-        result = subprocess.run(install, capture_output=True, text=True, env=env)
-        if result.returncode != 0:
-            tail = (result.stdout + result.stderr).strip().splitlines()[-1:]
-            raise BenchError(f"could not install wrk with apt-get: {' '.join(tail)}")
-    path = shutil.which("wrk")
-    if path is None:
-        raise BenchError("apt-get installed wrk but it is not on PATH")
-    return path
+    return ensure_debian_tool("wrk")
 
 
 def batch_body(batch: int) -> bytes:
@@ -249,8 +232,8 @@ def run_collector_bench(
         bootstrap = settings.bootstrap_servers
         try:
             try:
-                asyncio.run(create_topic(settings, responses, settings.responses_partitions))
-                asyncio.run(create_topic(settings, actions, settings.actions_partitions))
+                asyncio.run(create_topics(settings, [TopicSpec(responses, settings.responses_partitions),
+                                                     TopicSpec(actions, settings.actions_partitions)]))
             except Exception as exc:
                 raise BenchError(f"cannot create the bench topics on Kafka at {bootstrap} ({exc}); start it with `prefloop up`") from exc
             collector = CollectorProcess(settings, responses, actions, work / "collector.log", bench_config(work, api_key))
@@ -280,7 +263,7 @@ def run_collector_bench(
         finally:
             for topic in (responses, actions):
                 try:
-                    asyncio.run(delete_topic(settings, topic))
+                    asyncio.run(delete_topics(settings, [topic]))
                 except Exception:  # never created, or Kafka gone: nothing to clean
                     pass
     sdk_sent = sum(r.phase.events for r in sdk_rounds)
@@ -312,32 +295,18 @@ def _per_core(us: float) -> str:
     return f"{1e6 / us:,.0f}" if us > 0 else "?"
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"should be greater than zero, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"should be greater than zero, got {text}")
-    return value
-
-
 def add_bench_command(bench_subparsers: Any) -> argparse.ArgumentParser:
     """Add `collector` under `prefloop bench`."""
     parser = bench_subparsers.add_parser(
         "collector", help="events/s through the HTTP collector (wrk) next to the SDK path",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--batch", type=_positive_int, default=100, help="events per request (default: 100)")
-    parser.add_argument("--connections", type=_positive_int, default=32, help="wrk connections (default: 32)")
-    parser.add_argument("--duration", type=_positive_float, default=10.0, metavar="SECONDS",
+    parser.add_argument("--batch", type=positive_int, default=100, help="events per request (default: 100)")
+    parser.add_argument("--connections", type=positive_int, default=32, help="wrk connections (default: 32)")
+    parser.add_argument("--duration", type=positive_float, default=10.0, metavar="SECONDS",
                         help="each side's run in each round (default: 10)")
-    parser.add_argument("--rounds", type=_positive_int, default=3, help="alternating rounds; medians are reported (default: 3)")
-    parser.add_argument("--sdk-events", type=_positive_int, default=200_000, help="events per SDK round, at most (default: 200000)")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="alternating rounds; medians are reported (default: 3)")
+    parser.add_argument("--sdk-events", type=positive_int, default=200_000, help="events per SDK round, at most (default: 200000)")
     parser.set_defaults(handler=_handle)
     return parser
 

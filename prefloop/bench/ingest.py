@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from prefloop.arguments import positive_int
 from prefloop.errors import PrefloopError
-from prefloop.kafka_client import kafka_options
+from prefloop.kafka_admin import create_topics, delete_topics
 from prefloop.sdk.client import FeedbackClient
 from prefloop.sdk.config import ClientSettings
-from prefloop.settings import Settings, load_settings
+from prefloop.settings import Settings, TopicSpec, load_settings
 from schemas import encode
 from schemas.records import Action, ActionKind, Response
 
@@ -163,14 +163,6 @@ async def run_raw(producer: AIOKafkaProducer, topic: str, encoded: list[tuple[by
     return await _timed("raw aiokafka", len(encoded), time_limit_s, step, producer.flush)
 
 
-async def _create_topic(admin: AIOKafkaAdminClient, topic: str, partitions: int) -> None:
-    response = await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)], timeout_ms=30_000)
-    for entry in getattr(response, "topic_errors", []) or getattr(response, "topic_error_codes", []):
-        code = entry[1]
-        if code:
-            raise BenchError(f"cannot create bench topic {topic}: Kafka error code {code} ({entry[2] if len(entry) > 2 else ''})")
-
-
 async def run_ingest_bench(
     settings: Settings,
     events: int = 200_000,
@@ -195,14 +187,14 @@ async def run_ingest_bench(
     encoded = pre_encode(inputs)
     warm = make_inputs(warmup, seed=8) if warmup else []
 
-    admin = AIOKafkaAdminClient(**kafka_options(settings), request_timeout_ms=30_000)
+    from aiokafka.errors import KafkaError
+
     try:
-        await admin.start()
-    except Exception as exc:
-        await admin.close()
-        raise BenchError(f"cannot connect to Kafka at {settings.bootstrap_servers} ({exc}); start it with `prefloop up`") from exc
+        await create_topics(settings, [TopicSpec(topic, partitions)])
+    except (KafkaError, OSError) as exc:
+        raise BenchError(f"cannot create bench topic {topic} on Kafka at {settings.bootstrap_servers} ({exc}); "
+                         "start it with `prefloop up`") from exc
     try:
-        await _create_topic(admin, topic, partitions)
         client = FeedbackClient(settings, responses_topic=topic, actions_topic=topic, **client_options)
         raw = AIOKafkaProducer(**client.producer_options())
         await raw.start()
@@ -219,10 +211,7 @@ async def run_ingest_bench(
             await raw.stop()
         return IngestResult(topic, partitions, client.producer_options(), sdk_rounds, raw_rounds)
     finally:
-        try:
-            await admin.delete_topics([topic], timeout_ms=30_000)
-        finally:
-            await admin.close()
+        await delete_topics(settings, [topic])
 
 
 def format_result(result: IngestResult) -> str:
@@ -242,13 +231,6 @@ def format_result(result: IngestResult) -> str:
     return "\n".join(lines)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"should be greater than zero, got {value}")
-    return value
-
-
 def add_bench_command(bench_subparsers: Any) -> argparse.ArgumentParser:
     """Add `ingest` under `prefloop bench`."""
     defaults = ClientSettings()
@@ -258,16 +240,16 @@ def add_bench_command(bench_subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--events", type=_positive_int, default=200_000, help="events per side (default: 200000)")
-    parser.add_argument("--batch", type=_positive_int, default=None, metavar="BYTES",
+    parser.add_argument("--events", type=positive_int, default=200_000, help="events per side (default: 200000)")
+    parser.add_argument("--batch", type=positive_int, default=None, metavar="BYTES",
                         help=f"producer max_batch_size in bytes (default: [sdk] setting, {defaults.max_batch_size})")
     parser.add_argument("--linger-ms", type=int, default=None,
                         help=f"producer linger_ms (default: [sdk] setting, {defaults.linger_ms})")
-    parser.add_argument("--partitions", type=_positive_int, default=None,
+    parser.add_argument("--partitions", type=positive_int, default=None,
                         help="partitions of the bench topic (default: responses_partitions)")
     parser.add_argument("--time-limit", type=float, default=30.0, metavar="SECONDS",
                         help="upper bound of each side's run in each round (default: 30)")
-    parser.add_argument("--rounds", type=_positive_int, default=3,
+    parser.add_argument("--rounds", type=positive_int, default=3,
                         help="alternating rounds of both sides; the median is reported (default: 3)")
     parser.set_defaults(handler=_handle)
     return parser

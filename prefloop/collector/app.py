@@ -24,7 +24,7 @@ import uvloop
 from aiohttp import web
 
 from prefloop import topics
-from prefloop.auth import AuthSettings, check_bind, protect
+from prefloop.auth import AuthSettings, CollectorAuthSettings, check_bind, protect
 from prefloop.errors import ValidationError
 from prefloop.sdk.client import FeedbackClient
 from prefloop.sdk.events import parse_event
@@ -144,7 +144,7 @@ def _auth_error(status: int, message: str, code: str, headers: dict[str, str]) -
 def create_app(settings: Settings, client: FeedbackClient, auth: AuthSettings | None = None) -> web.Application:
     """The collector's aiohttp application. It starts `client` on start-up; the caller owns closing it.
     `auth` (default: the [collector_auth] settings) gives its API keys, rate limit and CORS origins."""
-    auth = auth if auth is not None else settings.section(AuthSettings, "collector_auth")
+    auth = auth if auth is not None else settings.section(CollectorAuthSettings)
     app = web.Application(client_max_size=settings.collector_max_body_bytes, middlewares=[json_errors])
     app[SETTINGS_KEY] = settings
     app[CLIENT_KEY] = client
@@ -165,7 +165,7 @@ def run(settings: Settings | None = None, responses_topic: str = topics.RESPONSE
     The topics default to the contract's; `prefloop bench collector` points them at its own. A
     non-loopback address without API keys is refused unless `insecure`."""
     settings = settings if settings is not None else load_settings()
-    auth = settings.section(AuthSettings, "collector_auth")
+    auth = settings.section(CollectorAuthSettings)
     check_bind(settings.collector_host, auth, "collector", insecure)
 
     async def build() -> web.Application:

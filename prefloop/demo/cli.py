@@ -8,11 +8,11 @@ FLAGS = ("users", "rate", "trigger_pairs", "stages", "compare_s", "seed")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from prefloop.setting_fields import add_flags
+    from prefloop.arguments import one_line_errors
     from prefloop.demo.settings import DemoSettings
-    from trainer.cli import _one_line_errors
+    from prefloop.setting_fields import add_flags
 
-    p = _one_line_errors(sub.add_parser(
+    p = one_line_errors(sub.add_parser(
         "demo", help="the whole loop in one command: users' feedback → pairs → training → gate → canary → better model",
         description="Starts the services with the demo's settings, simulates users until the trigger fires, trains, "
                     "evaluates, rolls out in canary stages, compares the versions live, and writes summary.json and "
@@ -29,6 +29,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from prefloop.demo.run import main
     from prefloop.demo.settings import DemoSettings
+    from prefloop.setting_fields import flag_values
     from prefloop.settings import load_settings
 
     settings = load_settings()
@@ -37,6 +38,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         down(settings, purge=True)
         settings = load_settings()
-    ds = settings.section(DemoSettings, "demo")
-    ds = dataclasses.replace(ds, **{name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None})
+    ds = dataclasses.replace(settings.section(DemoSettings), **flag_values(args, FLAGS))
     return main(settings, ds)

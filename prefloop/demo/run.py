@@ -325,12 +325,12 @@ def write_report(settings: Settings) -> Path:
     from prefloop.web.report import write_report as write_html
     from prefloop.web.settings import WebSettings
 
-    return write_html(settings, settings.section(WebSettings, "web"), 24 * 3600.0, settings.home / "demo" / "report.html")
+    return write_html(settings, settings.section(WebSettings), 24 * 3600.0, settings.home / "demo" / "report.html")
 
 
 def main(settings: Settings | None = None, ds: DemoSettings | None = None, out: IO[str] = sys.stdout) -> int:
     settings = settings or load_settings()
-    ds = ds or settings.section(DemoSettings, "demo")
+    ds = ds or settings.section(DemoSettings)
     summary_path = settings.home / "demo" / "summary.json"
     summary = DemoSummary()
     try:

@@ -7,12 +7,15 @@ users' habit in one micro-batch). A `PREFLOOP_*` variable set by the user wins o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from prefloop.setting_fields import check_fields, setting
 
 
 @dataclass
 class DemoSettings:
+    SECTION: ClassVar[str] = "demo"
+
     users: int = setting(40, ge=1, help="Simulated users.")
     rate: float = setting(2.0, gt=0, help="Simulated requests per second while traffic flows.")
     concurrency: int = setting(8, ge=1, help="Simulated requests in flight at most (the gateway batches them).")

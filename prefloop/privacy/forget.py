@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prefloop.analytics.store import connect
+from prefloop.analytics.store import connect, sql_string
 from prefloop.errors import PrefloopError
 from prefloop.privacy.ledger import ForgottenLedger
 from prefloop.privacy.pseudonym import pseudonym
@@ -37,18 +37,12 @@ class ForgetReport:
     ledger: str = ""
 
 
-def sql_string(value: str) -> str:
-    """A ClickHouse string literal (user ids are arbitrary text)."""
-    escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("\0", "\\0")
-    return f"'{escaped}'"
-
-
 def _in_list(values: list[str]) -> str:
     return "(" + ", ".join(sql_string(v) for v in values) + ")"
 
 
 def user_ids_of(settings: Settings, user_id: str) -> list[str]:
-    privacy = settings.section(PrivacySettings, "privacy")
+    privacy = settings.section(PrivacySettings)
     ids = [user_id]
     if privacy.user_id_key:
         ids.append(pseudonym(user_id, privacy.user_id_key))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from prefloop.errors import ConfigError
 from prefloop.setting_fields import check_fields, setting
@@ -12,6 +13,8 @@ MIN_KEY_CHARS = 16
 
 @dataclass
 class PrivacySettings:
+    SECTION: ClassVar[str] = "privacy"
+
     pseudonymise_user_ids: bool = setting(
         False,
         help="Replace every user_id by a keyed HMAC of it (`p_` + 32 hex digits) in the SDK and the collector, "

@@ -80,7 +80,7 @@ class FeedbackClient:
             "delivery_timeout_s": delivery_timeout_s,
             "client_id": client_id,
         }
-        base = settings.section(ClientSettings, "sdk")
+        base = settings.section(ClientSettings)
         # replace() runs ClientSettings' checks again on the overridden values.
         self.config = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
         self.bootstrap_servers = bootstrap_servers or settings.bootstrap_servers
@@ -91,7 +91,7 @@ class FeedbackClient:
         self._redis: Any = None
         self._registry = registry or default_registry()
         # [privacy] pseudonymise_user_ids: user ids are replaced here, so no raw id reaches Kafka.
-        self._pseudonymiser = Pseudonymiser.from_settings(settings.section(PrivacySettings, "privacy"))
+        self._pseudonymiser = Pseudonymiser.from_settings(settings.section(PrivacySettings))
         self._routes: dict[type, Route] = {
             Response: Route(responses_topic, attrgetter("prompt_id")),
             Action: Route(actions_topic, attrgetter("response_id")),

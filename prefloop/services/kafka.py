@@ -12,7 +12,7 @@ from pathlib import Path
 from prefloop.errors import ServiceError
 from prefloop.kafka_client import KafkaSecurity, jaas_quote, java_client_properties, options_for, security, start_client
 from prefloop.services.process import ManagedProcess, ensure_port_free, port_open, wait_until
-from prefloop.settings import Settings, TopicSpec
+from prefloop.settings import Settings
 
 DIST_DIR = Path(__file__).parent / "kafka_dist"
 MAIN_CLASS = "kafka.Kafka"
@@ -96,7 +96,7 @@ class KafkaService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.dir = settings.home / "kafka"
-        self.proc = ManagedProcess("kafka", settings.home / "run", settings.home / "logs")
+        self.proc = ManagedProcess.of(settings, "kafka")
 
     def start(self) -> None:
         libs = ensure_jars(self.settings)
@@ -124,6 +124,8 @@ class KafkaService:
             "-Djava.awt.headless=true", log4j, "-cp", classpath, MAIN_CLASS, str(props),
         ])
         wait_until(self.proc, self.healthy, self.settings.start_timeout_s, "Kafka")
+        from prefloop.kafka_admin import create_topics
+
         asyncio.run(create_topics(self.settings, self.settings.topics()))
 
     def healthy(self) -> bool:
@@ -188,22 +190,6 @@ def add_scram_user(settings: Settings, name: str, password: str, mechanism: str 
 
 def min_heap(heap: str) -> str:
     return "256m" if heap[-1].lower() in "mg" else heap
-
-
-async def create_topics(bootstrap: Settings | str, topics: list[TopicSpec], timeout_s: float = 30.0) -> list[str]:
-    """Create the missing topics with their partition counts; return the names created now."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(**options_for(bootstrap), request_timeout_ms=int(timeout_s * 1000))
-    await start_client(admin, bootstrap)
-    try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in topics if t.name not in existing]
-        if missing:
-            await admin.create_topics([NewTopic(t.name, t.partitions, 1) for t in missing])
-        return [t.name for t in missing]
-    finally:
-        await admin.close()
 
 
 async def end_offsets(bootstrap: Settings | str, topics: list[str]) -> dict[str, int]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from prefloop.errors import ServiceError
+from prefloop.settings import Settings
 
 # The processes this process started, by PID. Holding the Popen keeps `subprocess` from reaping a
 # dead child behind our back (it polls forgotten Popens on every new start), so `exit_status`
@@ -24,6 +27,11 @@ class ManagedProcess:
     name: str
     run_dir: Path
     log_dir: Path
+
+    @classmethod
+    def of(cls, settings: Settings, name: str) -> "ManagedProcess":
+        """The service `name` of the prefloop home `settings` names."""
+        return cls(name, settings.run_dir, settings.log_dir)
 
     @property
     def pid_file(self) -> Path:
@@ -147,10 +155,23 @@ def ensure_port_free(port: int, what: str, setting: str) -> None:
         )
 
 
+def worker_ready_file(settings: Settings, pid: int) -> Path:
+    """Written by a streams worker (pid `pid`) once it holds its partitions; `up` and the benches wait for it."""
+    return settings.run_dir / f"worker-{pid}.ready"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def isolated_settings(home: Path, **overrides: object) -> Settings:
+    """Settings in `home` with every service on a free loopback port: for tests and benchmarks, which
+    must never touch the default home or ports (others may be using them)."""
+    ports = {name: free_port() for name in ("kafka_port", "kafka_controller_port", "redis_port", "analytics_port",
+                                            "collector_port", "serve_port", "web_port")}
+    return Settings(home=home, **{**ports, **overrides})  # type: ignore[arg-type]
 
 
 def wait_until(proc: ManagedProcess, ready: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -164,3 +185,28 @@ def wait_until(proc: ManagedProcess, ready: Callable[[], bool], timeout_s: float
             return
         time.sleep(0.2)
     raise ServiceError(f"{what} not ready after {timeout_s:.0f}s; last lines of {proc.log_file}:\n{proc.log_tail()}")
+
+
+def ensure_debian_tool(command: str, package: str | None = None, quiet: bool = False) -> str:
+    """The path of `command`, installing Debian's `package` (default: the command's name) with apt-get once
+    when it is missing and we are root; ServiceError saying how to install it otherwise."""
+    path = shutil.which(command)
+    if path:
+        return path
+    package = package or command
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise ServiceError(f"{command} is not installed: run `apt-get install -y {package}` as root")
+    if not quiet:
+        print(f"{command} is missing: installing Debian's {package} with apt-get (once)…", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", package]
+    if subprocess.run(install, capture_output=True, env=env).returncode != 0:  # a stale index: update, then retry
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env)
+        result = subprocess.run(install, capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            tail = (result.stdout + result.stderr).strip().splitlines()[-1:]
+            raise ServiceError(f"could not install {package} with apt-get: {' '.join(tail)}")
+    path = shutil.which(command)
+    if path is None:
+        raise ServiceError(f"apt-get installed {package} but {command} is not on PATH")
+    return path

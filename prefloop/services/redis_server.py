@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-
-from prefloop.errors import ServiceError
-from prefloop.services.process import ManagedProcess, ensure_port_free, wait_until
+from prefloop.services.process import ManagedProcess, ensure_debian_tool, ensure_port_free, wait_until
 from prefloop.settings import Settings
 
 
 def ensure_redis_server(quiet: bool = False) -> str:
     """Path of redis-server; installs Debian's package with apt-get when missing and we are root."""
-    path = shutil.which("redis-server")
-    if path:
-        return path
-    import os
-
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise ServiceError("redis-server is not installed: run `apt-get install -y redis-server` as root")
-    if not quiet:
-        print("redis-server is missing: installing Debian's redis-server with apt-get…", file=sys.stderr)
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
-        result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        if result.returncode != 0:
-            raise ServiceError(f"`{' '.join(cmd)}` failed: {(result.stderr or result.stdout).strip().splitlines()[-1:]}")
-    path = shutil.which("redis-server")
-    if path is None:
-        raise ServiceError("apt-get installed redis-server but it is not on PATH")
-    return path
+    return ensure_debian_tool("redis-server", quiet=quiet)
 
 
 def ping(url: str) -> bool:
@@ -51,7 +30,7 @@ class RedisService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.dir = settings.home / "redis"
-        self.proc = ManagedProcess("redis", settings.home / "run", settings.home / "logs")
+        self.proc = ManagedProcess.of(settings, "redis")
 
     def start(self) -> None:
         binary = ensure_redis_server()

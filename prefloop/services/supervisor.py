@@ -11,11 +11,11 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from prefloop.errors import ServiceError
 from prefloop.services.kafka import KafkaService, ensure_jars
-from prefloop.services.process import ManagedProcess, ensure_port_free, pid_alive, port_open, wait_until
+from prefloop.services.process import ManagedProcess, ensure_port_free, pid_alive, port_open, wait_until, worker_ready_file
 from prefloop.services.redis_server import RedisService, ensure_redis_server
 from prefloop.settings import Settings
 
@@ -53,7 +53,7 @@ class PythonService:
         self.name = name
         self.module = module
         self.args = args or []
-        self.proc = ManagedProcess(name, settings.home / "run", settings.home / "logs")
+        self.proc = ManagedProcess.of(settings, name)
 
     def start(self) -> None:
         if self.port:
@@ -66,6 +66,20 @@ class PythonService:
 
     def stop(self) -> bool:
         return self.proc.stop(timeout_s=30)
+
+    @staticmethod
+    def answers_http(host: str, port: int, path: str) -> bool:
+        """Whether `path` answers 200 (a service bound to every address is asked on loopback)."""
+        import urllib.error
+        import urllib.request
+
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=2) as answer:
+                return answer.status == 200
+        except (OSError, urllib.error.URLError):
+            return False
 
 
 class AnalyticsService(PythonService):
@@ -90,11 +104,11 @@ class CollectorService(PythonService):
 
 class WorkerService(PythonService):
     def __init__(self, settings: Settings) -> None:
-        super().__init__(settings, "worker", "streams")
+        super().__init__(settings, "worker", "prefloop.cli", ["worker"])
 
     def healthy(self) -> bool:
         pid = self.proc.pid()
-        return pid is not None and (self.settings.home / "run" / f"worker-{pid}.ready").exists()
+        return pid is not None and worker_ready_file(self.settings, pid).exists()
 
 
 class LogReadyService(PythonService):
@@ -146,17 +160,7 @@ class GatewayService(PythonService):
         self.port = (settings.serve_port, "serve_port")
 
     def healthy(self) -> bool:
-        import urllib.error
-        import urllib.request
-
-        host = self.settings.serve_host
-        if host in ("0.0.0.0", "::", ""):  # bound to every address: ask on loopback
-            host = "127.0.0.1"
-        try:
-            with urllib.request.urlopen(f"http://{host}:{self.settings.serve_port}/health", timeout=2) as answer:
-                return answer.status == 200
-        except (OSError, urllib.error.URLError):
-            return False
+        return self.answers_http(self.settings.serve_host, self.settings.serve_port, "/health")
 
 
 class WebService(PythonService):
@@ -167,17 +171,7 @@ class WebService(PythonService):
         self.port = (settings.web_port, "web_port")
 
     def healthy(self) -> bool:
-        import urllib.error
-        import urllib.request
-
-        host = self.settings.web_host
-        if host in ("0.0.0.0", "::", ""):  # bound to every address: ask on loopback
-            host = "127.0.0.1"
-        try:
-            with urllib.request.urlopen(f"http://{host}:{self.settings.web_port}/", timeout=2) as answer:
-                return answer.status == 200
-        except (OSError, urllib.error.URLError):
-            return False
+        return self.answers_http(self.settings.web_host, self.settings.web_port, "/")
 
 
 def build_services(settings: Settings) -> dict[str, Service]:
@@ -238,7 +232,7 @@ def down(settings: Settings, purge: bool = False, out=sys.stdout) -> list[str]:
             stopped.append(service.name)
             print(f"stopped {service.name}", file=out)
     # Workers started by hand (`prefloop worker`) leave readiness files; clear stale ones.
-    for ready in (settings.home / "run").glob("worker-*.ready") if (settings.home / "run").exists() else []:
+    for ready in settings.run_dir.glob(worker_ready_file(settings, 0).name.replace("0", "*")):
         pid = int(ready.stem.split("-", 1)[1])
         if not pid_alive(pid):
             ready.unlink(missing_ok=True)
@@ -270,7 +264,11 @@ class StatusReport:
     problems: list[str] = field(default_factory=list)
 
 
-def status(settings: Settings) -> StatusReport:
+# The retraining trigger's progress for `prefloop status` (streams/trigger_progress.py, wired by prefloop/cli.py).
+TriggerProgress = Callable[[Settings], dict[str, Any]]
+
+
+def status(settings: Settings, trigger_progress: TriggerProgress | None = None) -> StatusReport:
     import asyncio
 
     from prefloop.services import watchdog
@@ -296,15 +294,11 @@ def status(settings: Settings) -> StatusReport:
             report.problems.append(f"kafka: {exc}")
     if by_name.get("analytics", ServiceStatus("analytics", None, True)).healthy:
         report.table_rows = table_row_counts(settings, report.problems)
-    try:
-        from streams.status import trigger_progress
-
-        if by_name["redis"].healthy or settings.redis_url:
+    if trigger_progress is not None and (by_name["redis"].healthy or settings.redis_url):
+        try:
             report.trigger = trigger_progress(settings)
-    except ImportError:
-        pass
-    except Exception as exc:
-        report.problems.append(f"trigger: {exc}")
+        except Exception as exc:  # status must still print the rest
+            report.problems.append(f"trigger: {exc}")
     return report
 
 

@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, ClassVar, IO
 
 from prefloop.errors import ServiceError
 from prefloop.services.process import ManagedProcess, describe_exit, exit_status, terminate
@@ -42,6 +42,8 @@ NAME = "watchdog"
 @dataclass
 class WatchdogSettings:
     """`[watchdog]` in prefloop.toml, `PREFLOOP_WATCHDOG_<FIELD>` in the environment."""
+
+    SECTION: ClassVar[str] = "watchdog"
 
     check_interval_s: float = setting(0.5, help="How often the watchdog checks that each service's process is alive (seconds).", gt=0)
     restart_backoff_s: float = setting(
@@ -86,20 +88,16 @@ class WatchState:
     services: dict[str, ServiceRecord] = field(default_factory=dict)
 
 
-def _run(settings: Settings) -> Path:
-    return settings.home / "run"
-
-
 def want_file(settings: Settings) -> Path:
-    return _run(settings) / f"{NAME}.want"
+    return settings.run_dir / f"{NAME}.want"
 
 
 def state_file(settings: Settings) -> Path:
-    return _run(settings) / f"{NAME}.json"
+    return settings.run_dir / f"{NAME}.json"
 
 
 def process(settings: Settings) -> ManagedProcess:
-    return ManagedProcess(NAME, settings.home / "run", settings.home / "logs")
+    return ManagedProcess.of(settings, NAME)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -243,7 +241,7 @@ class Watchdog:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stdout)
     settings = load_settings()
-    Watchdog(settings, settings.section(WatchdogSettings, "watchdog")).run()
+    Watchdog(settings, settings.section(WatchdogSettings)).run()
     return 0
 
 

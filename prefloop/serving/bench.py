@@ -27,7 +27,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from prefloop.bench.records import BenchRun
 from prefloop.errors import PrefloopError
 from prefloop.services.process import free_port, terminate
 from prefloop.settings import Settings, load_settings
@@ -285,22 +285,22 @@ def _levels(text: str) -> list[int]:
 
 
 def add_bench_command(bench_sub: argparse._SubParsersAction) -> None:
-    from trainer.cli import _one_line_errors, _positive_float, _positive_int
+    from prefloop.arguments import one_line_errors, positive_float, positive_int
 
-    p = _one_line_errors(bench_sub.add_parser(
+    p = one_line_errors(bench_sub.add_parser(
         "serve", help="gateway requests/s and p50/p99 latency vs sequential model.generate; openai-mode overhead",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     ))
     p.add_argument("--model", default="smollm2", metavar="tiny|smollm2|PATH", help="base model (default smollm2)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default auto (CUDA when available)")
     p.add_argument("--concurrency", type=_levels, default=[1, 8, 32], metavar="LIST", help="client counts (default 1,8,32)")
-    p.add_argument("--requests", type=_positive_int, default=32, help="requests per concurrency level and baseline prompts (default 32)")
-    p.add_argument("--max-tokens", type=_positive_int, default=32, help="tokens generated per answer (default 32)")
-    p.add_argument("--overhead-requests", type=_positive_int, default=300, help="requests per side of the overhead phase (default 300)")
+    p.add_argument("--requests", type=positive_int, default=32, help="requests per concurrency level and baseline prompts (default 32)")
+    p.add_argument("--max-tokens", type=positive_int, default=32, help="tokens generated per answer (default 32)")
+    p.add_argument("--overhead-requests", type=positive_int, default=300, help="requests per side of the overhead phase (default 300)")
     p.add_argument("--cpu-threads", type=int, default=0, metavar="N",
                    help="torch threads of the baseline and the gateway on CPU (default 0: torch's default). On a machine "
                         "shared with other loads, 1 keeps both arms from stalling on oversubscribed cores")
-    p.add_argument("--time-limit", type=_positive_float, default=900.0, help="seconds each phase may take (default 900)")
+    p.add_argument("--time-limit", type=positive_float, default=900.0, help="seconds each phase may take (default 900)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     p.set_defaults(handler=cmd_bench_serve)
 
@@ -311,14 +311,12 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     model_dir = resolve_base_model(args.model, settings.cache_dir)
-    import torch
+    from trainer.devices import resolve_device
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    chat_template = settings.section(TrainerSettings, "trainer").chat_template
-    out_root = settings.home / "bench"
-    out_root.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    work = Path(tempfile.mkdtemp(prefix=f"serve-{stamp}-", dir=out_root))
+    device = resolve_device(args.device)
+    chat_template = settings.section(TrainerSettings).chat_template
+    bench = BenchRun.start(settings.home, "serve")
+    work = bench.work_dir()
     texts = prompts(args.requests)
     print(f"bench serve: model {args.model} ({model_dir}) on {device}, {args.max_tokens} tokens per answer, "
           f"{args.requests} requests per level; gateways log to {work}", flush=True)
@@ -358,11 +356,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         "openai_overhead": over, "cpu_count": os.cpu_count(), "cpu_threads": args.cpu_threads,
     }
     print(format_result(result))
-    record = out_root / f"serve-{stamp}.json"
-    record.write_text(json.dumps(result, indent=2) + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results: {record}")
+    bench.save(result, args.json)
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from prefloop.errors import PrefloopError
+from prefloop.errors import PrefloopError, one_line
 from prefloop.sdk.client import FeedbackClient
 from schemas.records import Response
 
@@ -40,7 +40,7 @@ class ResponseCapture:
             await self.client.send(response)
         except PrefloopError as exc:
             self.failed += 1
-            self.last_error = " ".join(str(exc).split())[:300]
+            self.last_error = one_line(exc, 300)
             if self.failed == 1 or self.failed % 100 == 0:
                 log.warning("%d answer(s) not recorded on feedback.responses; last: %s", self.failed, self.last_error)
             return False

@@ -6,43 +6,31 @@ import argparse
 import dataclasses
 import logging
 
-from prefloop.auth import AuthSettings, check_bind
-from prefloop.setting_fields import add_flags
+from prefloop.arguments import one_line_errors
+from prefloop.auth import AuthSettings, ServeAuthSettings, check_bind
+from prefloop.setting_fields import add_flags, flag_values
 from prefloop.serving.settings import ServeSettings
 from prefloop.settings import Settings, load_settings
 
+ADDRESS_FLAGS = ("serve_host", "serve_port")  # top-level settings, as --host and --port
 FLAGS = ("backend", "base_model", "device", "upstream_url", "batch_window_ms", "max_batch_size", "queue_size", "capture")
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"should be an integer, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"should be a TCP port between 1 and 65535, got {value}")
-    return value
-
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from trainer.cli import _one_line_errors
-
-    p = _one_line_errors(sub.add_parser(
+    p = one_line_errors(sub.add_parser(
         "serve", help="OpenAI-compatible gateway: routes users to model versions and records every answer",
         description="Serve /v1/chat/completions and /v1/models. Flags override the [serve] settings.",
     ))
-    p.add_argument("--host", help="address to bind (default: setting serve_host, 127.0.0.1)")
-    p.add_argument("--port", type=_port, help="port to bind (default: setting serve_port, 18000)")
+    add_flags(p, Settings, ADDRESS_FLAGS, {"serve_host": ("--host",), "serve_port": ("--port",)})
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without API keys ([serve_auth])")
     add_flags(p, ServeSettings, FLAGS)
     p.set_defaults(handler=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = load_settings(serve_host=args.host, serve_port=args.port)
-    overrides = {name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None}
-    serve = dataclasses.replace(settings.section(ServeSettings, "serve"), **overrides)
-    auth = settings.section(AuthSettings, "serve_auth")
+    settings = load_settings(**flag_values(args, ADDRESS_FLAGS))
+    serve = dataclasses.replace(settings.section(ServeSettings), **flag_values(args, FLAGS))
+    auth = settings.section(ServeAuthSettings)
     check_bind(settings.serve_host, auth, "serve", args.insecure)
     run(settings, serve, auth)
     return 0
@@ -59,7 +47,7 @@ def build_gateway(settings: Settings, serve: ServeSettings):  # -> server.Gatewa
     from trainer.mirror import open_registry
     from trainer.settings import TrainerSettings
 
-    trainer = settings.section(TrainerSettings, "trainer")
+    trainer = settings.section(TrainerSettings)
     base_spec = serve.base_model or trainer.base_model
     registry = open_registry(settings)
     try:
@@ -89,7 +77,7 @@ def run(settings: Settings, serve: ServeSettings, auth: AuthSettings | None = No
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ensure_port_free(settings.serve_port, "gateway", "serve_port")
-    auth = auth if auth is not None else settings.section(AuthSettings, "serve_auth")
+    auth = auth if auth is not None else settings.section(ServeAuthSettings)
     app = create_app(build_gateway(settings, serve), auth)
     logging.getLogger("prefloop.serve").info(
         "gateway on %s (backend %s, capture %s)", settings.serve_url, serve.backend, "on" if serve.capture else "off")

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from prefloop.errors import ConfigError
 from prefloop.setting_fields import check_fields, setting
@@ -14,6 +15,8 @@ BACKENDS = ("local", "openai")
 
 @dataclass
 class ServeSettings:
+    SECTION: ClassVar[str] = "serve"
+
     backend: str = setting(
         "local", choices=BACKENDS,
         help="`local`: transformers + PEFT in this process (adapters per version, dynamic batching). "

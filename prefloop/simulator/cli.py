@@ -10,17 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"should be a{'n integer' if kind is int else ' number'}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"should be greater than zero, got {text}")
-        return value
-    return parse
+from prefloop.arguments import one_line_errors, positive_float, positive_int
 
 
 def _version_pair(text: str) -> tuple[str, str]:
@@ -31,26 +21,24 @@ def _version_pair(text: str) -> tuple[str, str]:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    from trainer.cli import _one_line_errors
-
-    p = _one_line_errors(sub.add_parser(
+    p = one_line_errors(sub.add_parser(
         "simulate", help="synthetic users asking questions and giving feedback (through the gateway, or templates)",
         description="Users with a hidden preference (polite openers, short answers) ask questions at --rate per second "
                     "for --duration seconds and give thumbs, ratings, edits, accepts and A/B choices.",
     ))
-    p.add_argument("--users", type=_positive(int), default=50, help="distinct simulated users (default 50)")
-    p.add_argument("--rate", type=_positive(float), default=2.0, help="requests per second (default 2)")
-    p.add_argument("--duration", type=_positive(float), default=60.0, metavar="S", help="seconds to run (default 60)")
+    p.add_argument("--users", type=positive_int, default=50, help="distinct simulated users (default 50)")
+    p.add_argument("--rate", type=positive_float, default=2.0, help="requests per second (default 2)")
+    p.add_argument("--duration", type=positive_float, default=60.0, metavar="S", help="seconds to run (default 60)")
     p.add_argument("--mode", choices=["generate", "template"], default="generate",
                    help="generate: answers from the serving gateway (default); template: canned answers for load tests")
     p.add_argument("--seed", type=int, default=0, help="seed of users, questions and judgements (default 0)")
-    p.add_argument("--max-requests", type=_positive(int), help="stop after this many requests")
-    p.add_argument("--concurrency", type=_positive(int), default=8, help="requests in flight at most (default 8)")
+    p.add_argument("--max-requests", type=positive_int, help="stop after this many requests")
+    p.add_argument("--concurrency", type=positive_int, default=8, help="requests in flight at most (default 8)")
     p.add_argument("--ab-versions", type=_version_pair, metavar="A,B",
                    help="A/B choices compare these two pinned versions (default: two answers of the user's version)")
     p.add_argument("--gateway", metavar="URL", help="gateway base URL (default: serve_host:serve_port of the settings)")
     p.add_argument("--api-key", help="the gateway's API key when it requires one (default: $PREFLOOP_API_KEY)")
-    p.add_argument("--max-tokens", type=_positive(int), default=48, help="tokens per generated answer (default 48)")
+    p.add_argument("--max-tokens", type=positive_int, default=48, help="tokens per generated answer (default 48)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the report here")
     p.set_defaults(handler=cmd_simulate)
 

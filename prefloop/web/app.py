@@ -19,7 +19,7 @@ import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from prefloop.analytics.store import connect  # noqa: E402
-from prefloop.errors import PrefloopError  # noqa: E402
+from prefloop.errors import PrefloopError, one_line  # noqa: E402
 from prefloop.settings import Settings  # noqa: E402
 from prefloop.web import queries  # noqa: E402
 from prefloop.web.arena import Arena, Vote  # noqa: E402
@@ -55,10 +55,6 @@ def _user(request: gr.Request | None) -> str:
     return f"arena:{getattr(request, 'username', None) or request.session_hash or 'anonymous'}"
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
-
-
 def collected_today(ctx: WebContext) -> str:
     try:
         store = connect(ctx.settings)
@@ -67,7 +63,7 @@ def collected_today(ctx: WebContext) -> str:
         finally:
             store.close()
     except PrefloopError as exc:
-        return f"Preferences collected today: unavailable ({_one_line(exc)})"
+        return f"Preferences collected today: unavailable ({one_line(exc, 300)})"
     return f"**Preferences collected today: {n} / {ctx.web.daily_target}** (all sources, UTC day)"
 
 
@@ -131,7 +127,7 @@ def build_app(ctx: WebContext) -> gr.Blocks:
                 fight = ctx.arena.start(text, _user(request), "named" if choice == NAMED_MODE else "default",
                                         v1 or "", v2 or "")
             except PrefloopError as exc:
-                return ["", "", "", f"**Problem:** {_one_line(exc)}", *locked]
+                return ["", "", "", f"**Problem:** {one_line(exc, 300)}", *locked]
             note = "Both answers are in. Which is better? The names show after your vote."
             return [fight.battle_id, fight.a.text, fight.b.text, note, *[gr.update(interactive=True)] * len(buttons)]
 
@@ -141,7 +137,7 @@ def build_app(ctx: WebContext) -> gr.Blocks:
                 try:
                     result = ctx.arena.vote(battle_id, vote)
                 except PrefloopError as exc:
-                    return [f"**Problem:** {_one_line(exc)}", collected_today(ctx), *[gr.update()] * len(buttons)]
+                    return [f"**Problem:** {one_line(exc, 300)}", collected_today(ctx), *[gr.update()] * len(buttons)]
                 if result.accepted:
                     text = f"Thanks! Your vote: **{result.vote.label}**. {result.reveal()}"
                 else:
@@ -172,7 +168,7 @@ def build_app(ctx: WebContext) -> gr.Blocks:
             try:
                 data = gather_leaderboard(ctx.settings, web)
             except PrefloopError as exc:
-                return [f"**Problem:** {_one_line(exc)}", pd.DataFrame(columns=columns), None, None]
+                return [f"**Problem:** {one_line(exc, 300)}", pd.DataFrame(columns=columns), None, None]
             figs = leaderboard_figures(data, web)
             table = pd.DataFrame([[i + 1, r.version, round(r.rating), f"{r.lower:.0f} – {r.upper:.0f}", r.battles,
                                    r.wins, r.losses] for i, r in enumerate(data.ratings)], columns=columns)
@@ -191,7 +187,7 @@ def build_app(ctx: WebContext) -> gr.Blocks:
             try:
                 data = gather_dashboard(ctx.settings, since)
             except PrefloopError as exc:
-                return [f"**Problem:** {_one_line(exc)}", *[None] * len(DASHBOARD_PLOTS)]
+                return [f"**Problem:** {one_line(exc, 300)}", *[None] * len(DASHBOARD_PLOTS)]
             figs = dashboard_figures(data, web)
             note = f"Last {web.dashboard_days} day(s), UTC."
             if data.problems:

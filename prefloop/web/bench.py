@@ -75,14 +75,14 @@ def run(versions: int, battles: int, rounds: int, repeat: int, prior_sd: float =
 
 
 def add_bench_command(bench_sub: argparse._SubParsersAction) -> None:
-    from prefloop.web.cli import _one_line_errors, _positive_int
+    from prefloop.arguments import one_line_errors, positive_int
 
-    p = _one_line_errors(bench_sub.add_parser(
+    p = one_line_errors(bench_sub.add_parser(
         "ratings", help="leaderboard fit + bootstrap: batched Newton vs one scipy fit per round"))
-    p.add_argument("--versions", type=_positive_int, default=8, help="model versions (default 8)")
-    p.add_argument("--battles", type=_positive_int, default=5000, help="CHOICE battles (default 5000)")
-    p.add_argument("--rounds", type=_positive_int, default=200, help="bootstrap rounds (default 200, the app's)")
-    p.add_argument("--repeat", type=_positive_int, default=3, help="alternating runs of both arms; the best is shown")
+    p.add_argument("--versions", type=positive_int, default=8, help="model versions (default 8)")
+    p.add_argument("--battles", type=positive_int, default=5000, help="CHOICE battles (default 5000)")
+    p.add_argument("--rounds", type=positive_int, default=200, help="bootstrap rounds (default 200, the app's)")
+    p.add_argument("--repeat", type=positive_int, default=3, help="alternating runs of both arms; the best is shown")
     p.set_defaults(handler=cmd_bench_ratings)
 
 

@@ -3,39 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import types
 from pathlib import Path
-from typing import NoReturn
 
+from prefloop.arguments import one_line_errors
+from prefloop.setting_fields import add_flags, flag_values
+from prefloop.settings import Settings
 
-def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Bad arguments print one line and exit 2, without the usage block."""
-
-    def error(self: argparse.ArgumentParser, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-    parser.error = types.MethodType(error, parser)  # type: ignore[method-assign]
-    return parser
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"should be a TCP port, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"should be a TCP port between 1 and 65535, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"should be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"should be a positive integer, got {value}")
-    return value
+ADDRESS_FLAGS = ("web_host", "web_port")  # top-level settings, as --host and --port
 
 
 def _period(text: str) -> float:
@@ -49,13 +23,12 @@ def _period(text: str) -> float:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = _one_line_errors(sub.add_parser(
+    p = one_line_errors(sub.add_parser(
         "web", help="the web app: A/B arena, leaderboard and dashboard (started by `prefloop up`)"))
-    p.add_argument("--host", help="address to bind (setting web_host); off loopback [web] username/password are required")
-    p.add_argument("--port", type=_port, help="port (setting web_port, default 17860)")
+    add_flags(p, Settings, ADDRESS_FLAGS, {"web_host": ("--host",), "web_port": ("--port",)})
     p.set_defaults(handler=cmd_web)
 
-    p = _one_line_errors(sub.add_parser(
+    p = one_line_errors(sub.add_parser(
         "report", help="write one self-contained HTML report: the dashboard's figures and the weekly monitoring report"))
     p.add_argument("--out", type=Path, metavar="FILE.html", help="where to write it (default: under the home directory)")
     p.add_argument("--since", type=_period, default=_period("7d"), metavar="PERIOD",
@@ -67,8 +40,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     from prefloop.settings import load_settings
     from prefloop.web.server import run
 
-    overrides = {"web_host": args.host, "web_port": args.port}
-    run(load_settings(**{k: v for k, v in overrides.items() if v is not None}))
+    run(load_settings(**flag_values(args, ADDRESS_FLAGS)))
     return 0
 
 

@@ -7,9 +7,10 @@ to start without `username` and `password`.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
+from typing import ClassVar
 
+from prefloop.auth.settings import is_loopback
 from prefloop.errors import ConfigError
 from prefloop.setting_fields import check_fields, setting
 from schemas.records import BRIEF_CATEGORIES
@@ -17,6 +18,8 @@ from schemas.records import BRIEF_CATEGORIES
 
 @dataclass
 class WebSettings:
+    SECTION: ClassVar[str] = "web"
+
     daily_target: int = setting(
         43, ge=1,
         help="Preferences (pairs) to collect per day, shown in the arena and the report. The brief's collection plan "
@@ -59,15 +62,6 @@ class WebSettings:
             raise ConfigError('"username" and "password" of [web] go together: set both or neither')
 
 
-def is_loopback(host: str) -> bool:
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name other than localhost may resolve anywhere
-        return False
-
-
 def check_bind(host: str, web: WebSettings) -> None:
     """Refuse to serve the arena beyond this machine without a login."""
     if not is_loopback(host) and not (web.username and web.password):
@@ -76,7 +70,7 @@ def check_bind(host: str, web: WebSettings) -> None:
 
 
 def load_web_settings(settings) -> WebSettings:
-    return settings.section(WebSettings, "web")
+    return settings.section(WebSettings)
 
 
-__all__ = ["WebSettings", "BRIEF_CATEGORIES", "is_loopback", "check_bind", "load_web_settings"]
+__all__ = ["WebSettings", "BRIEF_CATEGORIES", "check_bind", "load_web_settings"]

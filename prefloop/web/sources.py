@@ -1,7 +1,7 @@
 """What the web app reads besides the analytics tables: the model registry, the routing table and the
 retraining trigger's progress.
 
-Each comes from the module that owns it (`trainer.registry`, `prefloop.routing`, `streams.status`),
+Each comes from the module that owns it (`trainer.registry`, `prefloop.routing`, `streams.trigger_progress`),
 imported here only, so the rest of `prefloop/web` depends on plain records. A source that cannot be
 read (Redis stopped, no registry yet) gives an empty answer and a one-line problem instead of
 breaking the page.
@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from prefloop.errors import one_line
 from prefloop.routing import RoutingTable, read_table
 from prefloop.settings import Settings
 from prefloop.web.arena import VersionInfo
@@ -62,10 +63,6 @@ class TriggerProgress:
         )
 
 
-def _one_line(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
-
-
 class LoopSources:
     """Reads for one settings object; every method returns what it could read and appends problems."""
 
@@ -79,7 +76,7 @@ class LoopSources:
         try:
             records = ModelRegistry(self.settings.home).versions()
         except Exception as exc:  # noqa: BLE001 - a broken registry file must not take the page down
-            self.problems.append(f"registry: {_one_line(exc)}")
+            self.problems.append(f"registry: {type(exc).__name__}: {one_line(exc, 160)}")
             return []
         return [RegistryRow(r.version, r.status.value, r.parent_version, r.created_at, r.reason, dict(r.metrics),
                             dict(r.evaluation)) for r in records]
@@ -97,18 +94,18 @@ class LoopSources:
         try:
             return read_table(client)
         except Exception as exc:  # noqa: BLE001
-            self.problems.append(f"routing table: {_one_line(exc)}")
+            self.problems.append(f"routing table: {type(exc).__name__}: {one_line(exc, 160)}")
             return None
         finally:
             client.close()
 
     def trigger(self) -> TriggerProgress | None:
         try:
-            from streams.status import trigger_progress
+            from streams.trigger_progress import trigger_progress
 
             return TriggerProgress.from_status(trigger_progress(self.settings))
         except Exception as exc:  # noqa: BLE001
-            self.problems.append(f"trigger progress: {_one_line(exc)}")
+            self.problems.append(f"trigger progress: {type(exc).__name__}: {one_line(exc, 160)}")
             return None
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.pairing.text import normalise, similarity_at_least
+from schemas import normalise_text
+from streams.pairing.text import similarity_at_least
+from streams.settings import StreamsSettings
 
 EMPTY = "empty"
 TINY = "tiny"
@@ -15,14 +17,14 @@ REASONS = (EMPTY, TINY, IDENTICAL, NEAR_DUPLICATE)
 
 @dataclass(frozen=True)
 class QualityRules:
-    min_chars: int = 2
-    similarity_threshold: float = 0.95
+    """The thresholds of the quality rules; their defaults and bounds are the streams settings'."""
 
-    def __post_init__(self) -> None:
-        if self.min_chars < 0:
-            raise ValueError(f'"min_chars" should be zero or more, got {self.min_chars}')
-        if not 0.0 < self.similarity_threshold <= 1.0:
-            raise ValueError(f'"similarity_threshold" should be in (0, 1], got {self.similarity_threshold}')
+    min_chars: int
+    similarity_threshold: float
+
+    @classmethod
+    def from_settings(cls, ss: StreamsSettings) -> "QualityRules":
+        return cls(ss.min_chars, ss.similarity_threshold)
 
     def check(self, chosen: str, rejected: str) -> str | None:
         """The reason to drop the pair, or None when it passes."""
@@ -31,7 +33,7 @@ class QualityRules:
             return EMPTY
         if len(a) < self.min_chars or len(b) < self.min_chars:
             return TINY
-        na, nb = normalise(a), normalise(b)
+        na, nb = normalise_text(a), normalise_text(b)
         if na == nb:
             return IDENTICAL
         if similarity_at_least(na, nb, self.similarity_threshold):

@@ -12,11 +12,6 @@ import math
 from rapidfuzz.distance import Levenshtein
 
 
-def normalise(text: str) -> str:
-    """Case-folded, whitespace-collapsed, stripped: the form the quality rules compare."""
-    return " ".join(text.casefold().split())
-
-
 def levenshtein(a: str, b: str) -> int:
     """Edit distance (insertions, deletions, substitutions, each cost 1)."""
     return Levenshtein.distance(a, b)

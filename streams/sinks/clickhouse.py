@@ -20,7 +20,8 @@ from collections import defaultdict
 
 from prefloop.analytics.store import AnalyticsError, connect
 from streams.runtime import Runtime, fatal
-from streams.sinks.rows import COLUMNS, read_bundle
+from streams.sinks.rows import COLUMNS
+from streams.wire import unpack_rows
 
 log = logging.getLogger("prefloop.streams.sink")
 
@@ -46,7 +47,7 @@ class ClickHouseSink:
             try:
                 tables: dict[str, list[tuple[bytes, int]]] = defaultdict(list)
                 for event in events:
-                    table, body, count = read_bundle(event.value)
+                    table, body, count = unpack_rows(event.value)
                     if table not in COLUMNS:
                         log.error("analytics row bundle for unknown table %r skipped", table)
                         continue

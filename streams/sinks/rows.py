@@ -2,9 +2,8 @@
 and the bundles that carry them to the sink.
 
 A row is a JSON list in the order of `COLUMNS[table]` (one JSONCompactEachRow line) with
-timestamps already in a form ClickHouse parses, so the sink never decodes a row: a bundle
-is the table name, a newline, then newline-terminated rows, and the sink concatenates the
-bundles of a table into one insert.
+timestamps already in a form ClickHouse parses, so the sink never decodes a row: it concatenates
+the rows bundles (streams/wire.py, `pack_rows`) of a table into one insert.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from prefloop.analytics.store import ch_time
 from schemas import Action, PreferencePair, Response
 from streams import wire
 
@@ -39,48 +39,37 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def response_event(resp: Response, partition: int, offset: int) -> list[Any]:
-    return [resp.event_id, "response", row_time(resp.occurred_at), resp.response_id, resp.prompt_id,
+    return [resp.event_id, "response", ch_time(resp.occurred_at), resp.response_id, resp.prompt_id,
             resp.model_version, resp.user_id, "", None, None, len(resp.prompt), len(resp.response),
             dict(resp.tags), partition, offset, resp.latency_ms, resp.error]
 
 
 def action_event(action: Action, partition: int, offset: int, prompt_id: str = "", model_version: str = "",
                  prompt_chars: int = 0, response_chars: int = 0) -> list[Any]:
-    return [action.event_id, "action", row_time(action.occurred_at), action.response_id, prompt_id, model_version,
+    return [action.event_id, "action", ch_time(action.occurred_at), action.response_id, prompt_id, model_version,
             action.user_id, action.kind.value, action.rating, action.rejected_response_id, prompt_chars,
             response_chars, {}, partition, offset, None, None]
 
 
 def action_fact(action: Action, prompt_id: str, model_version: str, rejected_model_version: str,
                 edit_distance: float | None, prompt_chars: int, response_chars: int) -> list[Any]:
-    return [action.event_id, row_time(action.occurred_at), action.kind.value, action.response_id, prompt_id,
+    return [action.event_id, ch_time(action.occurred_at), action.kind.value, action.response_id, prompt_id,
             model_version, action.user_id, action.rating, action.rejected_response_id, rejected_model_version,
             edit_distance, prompt_chars, response_chars]
 
 
 def pair_drop(pair_id: str, event_id: str, prompt_id: str, source: str, reason: str, occurred_at: int) -> list[Any]:
-    return [pair_id, event_id, prompt_id, source, reason, row_time(occurred_at)]
+    return [pair_id, event_id, prompt_id, source, reason, ch_time(occurred_at)]
 
 
 def preference_pair(pair: PreferencePair) -> list[Any]:
     return [pair.pair_id, pair.prompt_id, pair.prompt, pair.chosen, pair.rejected, pair.chosen_response_id,
             pair.rejected_response_id, pair.chosen_model_version, pair.rejected_model_version, pair.source.value,
-            pair.weight, row_time(pair.created_at)]
-
-
-def row_time(ms: int) -> str:
-    """Epoch seconds with milliseconds ("1700000000.123"), which ClickHouse reads into DateTime64(3)."""
-    return f"{ms // 1000}.{ms % 1000:03d}"
+            pair.weight, ch_time(pair.created_at)]
 
 
 def row_json(row: list[Any]) -> bytes:
     return orjson.dumps(row)
-
-
-def read_bundle(data: bytes) -> tuple[str, bytes, int]:
-    """(table, JSONCompactEachRow body, row count) of a rows bundle."""
-    table, _, body = data.partition(b"\n")
-    return table.decode(), body, body.count(b"\n")
 
 
 async def send_rows(rt: "Runtime", table_rows: dict[str, list[list[Any]]]) -> list:
@@ -94,7 +83,6 @@ async def send_rows(rt: "Runtime", table_rows: dict[str, list[list[Any]]]) -> li
 async def send_json_rows(rt: "Runtime", table: str, encoded: list[bytes]) -> list:
     """Like send_rows, for rows already encoded by `row_json`."""
     futures = []
-    head = table.encode() + b"\n"
     for chunk in wire.chunks(encoded, wire.MAX_BUNDLE_BYTES, lambda r: len(r) + 1):
-        futures.append(await rt.send(rt.analytics, None, head + b"\n".join(chunk) + b"\n"))
+        futures.append(await rt.send(rt.analytics, None, wire.pack_rows(table, chunk)))
     return futures

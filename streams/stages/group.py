@@ -26,18 +26,20 @@ from collections import defaultdict, deque
 from typing import Any, Sequence
 
 from prefloop import topics as contract
+from prefloop.keys import INDEX_PREFIX
+from prefloop.partitioner import partition_for
 from schemas import Action, ActionKind, PreferencePair, Response, encode
 from streams import wire
 from streams.batching import records
 from streams.dlq import UNKNOWN_REFERENCE, Rejected, dead_letter, decode_as
-from streams.pairing.group import PairDraft, PromptGroup, RuleSettings
+from streams.pairing.prompt_group import PairDraft, PromptGroup
 from streams.pairing.quality import QualityRules
 from streams.pairing.text import normalised_distance
-from prefloop.keys import INDEX_PREFIX
-from streams.runtime import BatchStage, Runtime, fatal, partition_for
+from streams.runtime import BatchStage, Runtime, fatal
 from streams.sinks import rows
 from streams.sinks.rows import row_json, send_rows
-from streams.stages.resolve import ACTION_WIDTH, INDEXED_FIELDS, action_from_item
+from streams.state import GroupState, HeldAction
+from streams.wire import ForwardedAction, IndexedResponse, PairCandidate
 
 log = logging.getLogger("prefloop.streams.group")
 
@@ -45,7 +47,6 @@ WRAPPERS_MAX = 100_000  # PromptGroup wrappers cached across batches
 # Index writes kept to be written again after a Redis restart: with appendfsync everysec a killed
 # redis-server loses at most ~2 s of acknowledged writes; 10 s leaves a margin.
 REWRITE_WINDOW_S = 10.0
-CANDIDATE_FIELDS = 3  # pair_id, Avro PreferencePair, its preference_pairs row as JSON
 # SET every index key with its value and the TTL (last ARGV) in one round trip.
 INDEX_SCRIPT = """
 local ttl = ARGV[#ARGV]
@@ -59,7 +60,7 @@ class Batch:
 
     def __init__(self) -> None:
         self.groups: dict[str, tuple[PromptGroup, int]] = {}
-        self.candidates: dict[int, dict[str, tuple[bytes, bytes]]] = defaultdict(dict)
+        self.candidates: dict[int, dict[str, PairCandidate]] = defaultdict(dict)  # pairs partition -> pair_id -> it
         self.rows: dict[str, list[list[Any]]] = defaultdict(list)
         self.index: dict[str, str] = {}
         self.futures: list = []
@@ -70,8 +71,7 @@ class GroupStage(BatchStage):
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.rules = RuleSettings.from_settings(rt.ss)
-        self.quality = QualityRules(rt.ss.min_chars, rt.ss.similarity_threshold)
+        self.quality = QualityRules.from_settings(rt.ss)
         self.lock = asyncio.Lock()
         # responses partition -> (offset, record timestamp) of the last response whose batch is
         # flushed (indexed in Redis): the backlog check and the event-time alignment read it
@@ -91,10 +91,10 @@ class GroupStage(BatchStage):
         self.processed.clear()
         self._wrappers.clear()
 
-    def _wrap(self, prompt_id: str, state: dict[str, Any] | None) -> PromptGroup:
+    def _wrap(self, prompt_id: str, state: GroupState | None) -> PromptGroup:
         group = self._wrappers.get(prompt_id)
         if group is None or state is None or group.state is not state:
-            group = PromptGroup(prompt_id, state, self.rules)
+            group = PromptGroup(prompt_id, state, self.rt.ss)
             if len(self._wrappers) >= WRAPPERS_MAX:
                 del self._wrappers[next(iter(self._wrappers))]  # the oldest; rebuilt when needed
             self._wrappers[prompt_id] = group
@@ -116,7 +116,7 @@ class GroupStage(BatchStage):
                 await self._response(batch, msg.value, msg.partition, msg.offset, now)
             else:
                 try:
-                    items = wire.unpack(msg.value, ACTION_WIDTH)
+                    items = wire.unpack(msg.value, ForwardedAction)
                 except wire.BundleError as exc:
                     log.error("skipping corrupt bundle at %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
                     continue
@@ -163,30 +163,31 @@ class GroupStage(BatchStage):
         if ready:
             group.release({entry["e"] for entry, _ in ready})
             for entry, action in ready:
-                await self._apply(batch, group, action, entry, now)
+                await self._apply(batch, group, action, entry["p"], entry["o"], now)
 
-    async def _action(self, batch: Batch, item: list[Any], partition: int, now: int) -> None:
-        payload, src_p, src_o, arrived, prompt_id = item[:5]
+    async def _action(self, batch: Batch, item: ForwardedAction, partition: int, now: int) -> None:
         try:
-            action = action_from_item(item)
+            action = wire.action_of(item)
         except (ValueError, TypeError) as exc:  # only a corrupt bundle gets here
             batch.futures.append(await self.rt.send_dead_letter(dead_letter(
-                contract.ACTIONS, src_p, src_o, "invalid", payload, f"corrupt forwarded action: {exc}", now),
-                "invalid"))
+                contract.ACTIONS, item.partition, item.offset, "invalid", item.payload,
+                f"corrupt forwarded action: {exc}", now), "invalid"))
             return
-        group = self._group(batch, prompt_id, partition)
+        group = self._group(batch, item.prompt_id, partition)
         if group.seen(action.event_id):
             self.rt.stats.add("actions.duplicate")
             return
-        entry = {"e": action.event_id, "p": src_p, "o": src_o, "a": arrived}
         if group.missing_references(action):
-            entry["b"] = base64.b64encode(payload).decode()
-            group.hold(entry)
+            held: HeldAction = {"e": action.event_id, "b": base64.b64encode(item.payload).decode(), "p": item.partition,
+                                "o": item.offset, "a": item.arrived_ms}
+            group.hold(held)
             self.holding.add(group.prompt_id)
             return
-        await self._apply(batch, group, action, entry, now)
+        await self._apply(batch, group, action, item.partition, item.offset, now)
 
-    async def _apply(self, batch: Batch, group: PromptGroup, action: Action, entry: dict[str, Any], now: int) -> None:
+    async def _apply(self, batch: Batch, group: PromptGroup, action: Action, source_partition: int,
+                     source_offset: int, now: int) -> None:
+        """Apply an action whose references are all in the group; `source_*`: where it was read on feedback.actions."""
         group.mark_seen(action.event_id)
         drafts = group.apply(action)
         text, version, _, prompt = group.response(action.response_id)
@@ -195,7 +196,7 @@ class GroupStage(BatchStage):
             rejected_version = group.response(action.rejected_response_id)[1]
         distance = normalised_distance(text, action.edited_text or "") if action.kind is ActionKind.EDIT else None
         batch.rows["feedback_events"].append(rows.action_event(
-            action, entry["p"], entry["o"], group.prompt_id, version, len(prompt), len(text)))
+            action, source_partition, source_offset, group.prompt_id, version, len(prompt), len(text)))
         batch.rows["action_facts"].append(rows.action_fact(
             action, group.prompt_id, version, rejected_version, distance, len(prompt), len(text)))
         for draft in drafts:
@@ -217,30 +218,29 @@ class GroupStage(BatchStage):
         self.rt.stats.add("pairs.candidates")
         part = partition_for(pair.pair_id, self.rt.settings.pairs_partitions)
         if pair.pair_id not in batch.candidates[part]:
-            batch.candidates[part][pair.pair_id] = (encode(pair), row_json(rows.preference_pair(pair)))
+            batch.candidates[part][pair.pair_id] = PairCandidate(pair.pair_id, encode(pair),
+                                                                 row_json(rows.preference_pair(pair)))
 
     async def _flush(self, batch: Batch) -> None:
         rt = self.rt
         futures = batch.futures
         if batch.index:
-            announce: dict[int, list[list[Any]]] = defaultdict(list)
+            announce: dict[int, list[IndexedResponse]] = defaultdict(list)
             keys, values = [], []
             for rid, where in batch.index.items():
                 keys.append(INDEX_PREFIX + rid)
                 values.append(where)
                 prompt_id, _, gp = where.partition("\t")
-                announce[partition_for(rid, rt.settings.actions_partitions)].append([rid, prompt_id, int(gp)])
+                announce[partition_for(rid, rt.settings.actions_partitions)].append(IndexedResponse(rid, prompt_id, int(gp)))
             await self._write_index(keys, values)
             # After the index write: an action that missed the index is held, and then released by this.
             for partition, items in announce.items():
                 for chunk in wire.chunks(items, wire.MAX_BUNDLE_BYTES, lambda it: len(it[0]) + len(it[1]) + 16):
-                    futures.append(await rt.send(rt.indexed, None, wire.pack(chunk, INDEXED_FIELDS), partition))
+                    futures.append(await rt.send(rt.indexed, None, wire.pack(chunk, IndexedResponse), partition))
         for partition, pairs in batch.candidates.items():
-            items = list(pairs.items())
-            for chunk in wire.chunks(items, wire.MAX_BUNDLE_BYTES, lambda it: len(it[1][0]) + len(it[1][1]) + 48):
-                futures.append(await rt.send(rt.candidates, None,
-                                             wire.pack([[pid, data, row] for pid, (data, row) in chunk],
-                                                       CANDIDATE_FIELDS), partition))
+            for chunk in wire.chunks(list(pairs.values()), wire.MAX_BUNDLE_BYTES,
+                                     lambda c: len(c.record) + len(c.row) + 48):
+                futures.append(await rt.send(rt.candidates, None, wire.pack(chunk, PairCandidate), partition))
         futures.extend(await send_rows(rt, batch.rows))
         rt.expect_acks(futures)
         for prompt_id, (group, partition) in batch.groups.items():
@@ -320,7 +320,7 @@ class GroupStage(BatchStage):
             except Exception as exc:
                 fatal(exc, "group sweep")
 
-    def _sweep_group(self, batch: Batch, prompt_id: str, state: dict[str, Any], owned: set[int]):
+    def _sweep_group(self, batch: Batch, prompt_id: str, state: GroupState, owned: set[int]):
         partition = state.get("pt")
         if partition is None or partition not in owned:
             return None, None

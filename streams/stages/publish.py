@@ -39,7 +39,7 @@ from prefloop.keys import PAIR_IDS_PREFIX, PAIR_WM_PREFIX, PAIRS_TOTAL
 from streams.runtime import BatchStage, Runtime, SentBatch, fatal, wait_all
 from streams.sinks import rows
 from streams.sinks.rows import send_json_rows, send_rows
-from streams.stages.group import CANDIDATE_FIELDS
+from streams.wire import PairCandidate
 
 log = logging.getLogger("prefloop.streams.publish")
 
@@ -90,11 +90,11 @@ class PublishStage(BatchStage):
         offset commit, so a candidate's offset is committed only after its pair is recorded.
         """
         rt = self.rt
-        by_partition: dict[int, dict[str, tuple[bytes, bytes]]] = defaultdict(dict)
+        by_partition: dict[int, dict[str, PairCandidate]] = defaultdict(dict)
         for event in events:
             try:
-                for pair_id, data, row in wire.unpack(event.value, CANDIDATE_FIELDS):
-                    by_partition[event.message.partition].setdefault(pair_id, (data, row))
+                for candidate in wire.unpack(event.value, PairCandidate):
+                    by_partition[event.message.partition].setdefault(candidate.pair_id, candidate)
             except wire.BundleError as exc:
                 log.error("skipping corrupt candidate bundle at offset %d: %s", event.message.offset, exc)
         candidates = {p: [pid for pid in pairs if pid not in self.inflight[p]] for p, pairs in by_partition.items()}
@@ -107,9 +107,9 @@ class PublishStage(BatchStage):
             rt.stats.add("pairs.duplicate", len(pairs) - len(fresh))
             if fresh:
                 self.inflight[partition].update(fresh)
-                batches = await rt.send_batch(rt.pairs, partition, [(pid.encode(), pairs[pid][0]) for pid in fresh])
+                batches = await rt.send_batch(rt.pairs, partition, [(pid.encode(), pairs[pid].record) for pid in fresh])
                 sent[partition] = (fresh, batches)
-                published.extend(pairs[pid][1] for pid in fresh)
+                published.extend(pairs[pid].row for pid in fresh)
         if not sent:
             return
         # Rows go out with the pairs; Redis records both only once every ack is in.

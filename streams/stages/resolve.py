@@ -30,42 +30,19 @@ from collections import defaultdict
 from typing import Any, Sequence
 
 from prefloop import topics as contract
-from schemas import Action, ActionKind
+from schemas import Action
 from streams import wire
 from streams.batching import records
 from streams.dlq import EXPIRED_ORPHAN, Rejected, dead_letter, decode_as
 from prefloop.keys import INDEX_PREFIX
 from streams.runtime import BatchStage, Runtime, fatal
 from streams.sinks import rows
+from streams.state import HeldAction
+from streams.wire import ForwardedAction, IndexedResponse, forwarded_action
 
 log = logging.getLogger("prefloop.streams.resolve")
 
-INDEXED_FIELDS = 3  # response_id, prompt_id, group partition
 RECHECK_S = 5.0  # safety-net Redis re-check of held actions
-
-# A forwarded action: its Avro payload and source coordinates (for dead letters and rows), when
-# it arrived, its prompt_id, then the decoded fields, so the group stage need not decode Avro again.
-ACTION_FIELDS = ("kind", "event_id", "occurred_at", "response_id", "user_id", "rating", "edited_text",
-                 "rejected_response_id")
-ACTION_WIDTH = 5 + len(ACTION_FIELDS)
-
-
-def action_item(payload: bytes, partition: int, offset: int, arrived_ms: int, prompt_id: str,
-                action: Action) -> list[Any]:
-    return [payload, partition, offset, arrived_ms, prompt_id, action.kind.value, action.event_id,
-            action.occurred_at, action.response_id, action.user_id, action.rating, action.edited_text,
-            action.rejected_response_id]
-
-
-_KINDS = ActionKind._value2member_map_
-
-
-def action_from_item(item: list[Any]) -> Action:
-    """The action of a forwarded item (validated by this stage before it was forwarded)."""
-    kind, event_id, occurred_at, response_id, user_id, rating, edited_text, rejected_response_id = item[5:]
-    return Action.unchecked(kind=_KINDS.get(kind) or ActionKind(kind), event_id=event_id, occurred_at=occurred_at,
-                            response_id=response_id, user_id=user_id, rating=rating, edited_text=edited_text,
-                            rejected_response_id=rejected_response_id)
 
 
 class ResolveStage(BatchStage):
@@ -83,7 +60,7 @@ class ResolveStage(BatchStage):
     def on_revoked(self) -> None:
         self.decoded.clear()
 
-    def _held(self, entry: dict[str, Any]) -> tuple[bytes, Action]:
+    def _held(self, entry: HeldAction) -> tuple[bytes, Action]:
         """The payload of a held entry leaving the table, and its action (cached, else decoded)."""
         payload = base64.b64decode(entry["b"])
         return payload, self.decoded.pop(entry["e"], None) or decode_as(payload, Action)
@@ -101,8 +78,8 @@ class ResolveStage(BatchStage):
         for msg in msgs:
             if msg.topic != contract.ACTIONS:
                 try:
-                    for rid, prompt_id, gp in wire.unpack(msg.value, INDEXED_FIELDS):
-                        located[rid] = (prompt_id, gp)
+                    for indexed in wire.unpack(msg.value, IndexedResponse):
+                        located[indexed.response_id] = (indexed.prompt_id, indexed.group_partition)
                 except wire.BundleError as exc:
                     log.error("skipping corrupt announcement bundle at offset %d: %s", msg.offset, exc)
                 continue
@@ -122,12 +99,12 @@ class ResolveStage(BatchStage):
                 if where is not None:
                     prompt_id, _, gp = where.decode().partition("\t")
                     located[rid] = (prompt_id, int(gp))
-        forwards: dict[int, list[list[Any]]] = defaultdict(list)
-        held: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+        forwards: dict[int, list[ForwardedAction]] = defaultdict(list)
+        held: dict[str, tuple[int, list[HeldAction]]] = {}
         for action, payload, partition, offset in actions:
             where = located.get(action.response_id)
             if where is not None:
-                forwards[where[1]].append(action_item(payload, partition, offset, now, where[0], action))
+                forwards[where[1]].append(forwarded_action(action, payload, partition, offset, now, where[0]))
                 continue
             key = action.response_id
             if key not in held:
@@ -150,7 +127,7 @@ class ResolveStage(BatchStage):
                 partition = entries[0]["p"]
             for e in entries:
                 payload, action = self._held(e)
-                forwards[gp].append(action_item(payload, e["p"], e["o"], e["a"], prompt_id, action))
+                forwards[gp].append(forwarded_action(action, payload, e["p"], e["o"], e["a"], prompt_id))
             if rid in rt.pending.data:
                 released.append((rid, partition))
         futures.extend(await self._forward(forwards))
@@ -161,12 +138,12 @@ class ResolveStage(BatchStage):
             rt.stage_delete(rt.pending, partition, key)
         rt.stats.add("actions.held", sum(len(e) for _, e in held.values()))
 
-    async def _forward(self, forwards: dict[int, list[list[Any]]]) -> list:
+    async def _forward(self, forwards: dict[int, list[ForwardedAction]]) -> list:
         rt = self.rt
         futures = []
         for partition, items in forwards.items():
-            for chunk in wire.chunks(items, wire.MAX_BUNDLE_BYTES, lambda it: 2 * len(it[0]) + 96):
-                futures.append(await rt.send(rt.resolved_actions, None, wire.pack(chunk, ACTION_WIDTH), partition))
+            for chunk in wire.chunks(items, wire.MAX_BUNDLE_BYTES, lambda it: 2 * len(it.payload) + 96):
+                futures.append(await rt.send(rt.resolved_actions, None, wire.pack(chunk, ForwardedAction), partition))
             rt.stats.add("actions.forwarded", len(items))
         return futures
 
@@ -207,7 +184,7 @@ class ResolveStage(BatchStage):
             for start in range(0, len(entries), 10000):
                 chunk = entries[start:start + 10000]
                 located[start:start + len(chunk)] = await rt.redis.mget([INDEX_PREFIX + key for key, _, _ in chunk])
-        forwards: dict[int, list[list[Any]]] = defaultdict(list)
+        forwards: dict[int, list[ForwardedAction]] = defaultdict(list)
         futures, analytics, done, kept = [], [], [], []
         for (key, partition, held), where in zip(entries, located):
             if where is not None:
@@ -215,7 +192,7 @@ class ResolveStage(BatchStage):
                 for e in held:
                     payload, action = self._held(e)
                     forwards[int(group_partition)].append(
-                        action_item(payload, e["p"], e["o"], e["a"], prompt_id, action))
+                        forwarded_action(action, payload, e["p"], e["o"], e["a"], prompt_id))
                 done.append((key, partition))
                 continue
             if not may_expire:

@@ -20,7 +20,7 @@ from gate_helpers import install_candidate
 from evaluator.gate.service import promotion_event_id, run_service
 from prefloop import topics
 from prefloop.cli import main as prefloop_main
-from prefloop.sdk import testing as kafka_testing
+import kafka_testing
 from prefloop.settings import Settings
 from schemas import PromotionEvent, TrainingResult, TrainingStatus, decode, encode
 from trainer.registry import ModelRegistry, VersionStatus

@@ -19,10 +19,10 @@ from typing import Any, Iterator
 import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS / "streams"))  # streams_helpers, workload
+sys.path.insert(0, str(TESTS / "streams"))  # streams_helpers
 sys.path.insert(0, str(TESTS / "trainer"))  # trainer_synthetic
 
-from prefloop.services.process import free_port, pid_alive  # noqa: E402
+from prefloop.services.process import isolated_settings, pid_alive  # noqa: E402
 from prefloop.services.supervisor import down, service_env, up  # noqa: E402
 from prefloop.settings import Settings  # noqa: E402
 from streams_helpers import Workers, wait_for  # noqa: E402
@@ -96,9 +96,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     jars = Settings().cache_dir / f"kafka-{Settings().kafka_version}"
     if jars.is_dir():
         (cache / jars.name).symlink_to(jars, target_is_directory=True)
-    settings = Settings(home=home, cache_dir=cache, kafka_port=free_port(), kafka_controller_port=free_port(),
-                        redis_port=free_port(), analytics_port=free_port(), collector_port=free_port(),
-                        start_timeout_s=120)
+    settings = isolated_settings(home, cache_dir=cache, start_timeout_s=120)
     with pytest.MonkeyPatch.context() as mp:
         for key, value in FAULT_ENV.items():  # the watchdog, and so every service it starts, inherits them
             mp.setenv(key, value)

@@ -20,7 +20,7 @@ import redis
 from prefloop import keys, topics
 from schemas import Action, ActionKind, DeadLetter, decode
 from streams_helpers import assert_each_pair_once, produce, read_dlq, read_pairs, read_topic, wait_for
-from workload import Workload, mixed
+from streams.workload import Workload, mixed
 
 pytestmark = pytest.mark.services
 
@@ -186,7 +186,7 @@ def test_redis_losing_its_last_second_of_writes_loses_and_doubles_nothing(stack,
     assert "Redis came back: wrote the last" in stack.log("worker")
     client = redis.Redis.from_url(stack.settings.redis_dsn)
     try:  # the dedup index holds every published pair again (the watermarks rolled back with the ids)
-        from streams.runtime import partition_for
+        from prefloop.partitioner import partition_for
 
         for pair in pairs:
             part = partition_for(pair.pair_id, stack.settings.pairs_partitions)
@@ -364,7 +364,7 @@ def test_trainer_service_sigkilled_mid_job_leaves_one_job_and_one_result(stack, 
     ensure_tiny_model(stack.settings.cache_dir)
     with open(os.devnull, "w") as quiet:
         up(stack.settings, only=["trainer"], out=quiet)
-    service = ManagedProcess("trainer", stack.settings.home / "run", stack.settings.home / "logs")
+    service = ManagedProcess.of(stack.settings, "trainer")
     snapshot = create_snapshot(polite_pairs(60, seed=5, tag=tag), stack.settings.home)
     request = TrainingRequest(snapshot_id=snapshot.snapshot_id, reason=TriggerReason.MANUAL, pair_count=60,
                               event_id=f"req-svc-{tag}")
@@ -447,6 +447,7 @@ def test_lost_trigger_state_and_routing_write_are_taken_back(stack, tag, tmp_pat
     from schemas import TrainingRequest
     from streams.settings import StreamsSettings
     from streams.trigger import Trigger
+    from trainer.snapshots import freeze_pairs
     from trainer.mirror import open_registry
 
     w = mixed(tag, 10, duplicate_every=0)
@@ -469,7 +470,7 @@ def test_lost_trigger_state_and_routing_write_are_taken_back(stack, tag, tmp_pat
             async def send(topic, key, value):
                 return await producer.send(topic, value=value, key=key)
 
-            return await Trigger(stack.settings, ss, redis_async, send).check()
+            return await Trigger(stack.settings, ss, redis_async, send, freeze_pairs).check()
         finally:
             await producer.stop()
             await redis_async.aclose()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefloop import keys, routing, topics
-from prefloop.sdk.testing import read_range
+from kafka_testing import read_range
 from schemas import encode
 from evaluator.rollout.state import RolloutState
 from schemas.records import Action, ActionKind, PromotionDecision, PromotionEvent, Response

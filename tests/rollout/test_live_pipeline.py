@@ -18,6 +18,7 @@ import pytest
 from evaluator.rollout.state import RolloutStatus
 from prefloop import routing
 from prefloop.sdk import SyncFeedbackClient
+from prefloop.services.process import worker_ready_file
 from rollout_helpers import REPO, finished, publish_promote, rollout_decisions, start_controller, wait_for
 from schemas.records import PromotionDecision
 
@@ -33,10 +34,10 @@ def worker(rollout_env: dict[str, str], rollout_settings, tmp_path: Path):
     env["PREFLOOP_STREAMS_APP_ID"] = f"rollout-test-{uuid.uuid4().hex[:6]}"  # its own group: other tests' workers untouched
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "streams"], cwd=str(REPO), env=env, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "prefloop.cli", "worker"], cwd=str(REPO), env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
-        ready = rollout_settings.home / "run" / f"worker-{proc.pid}.ready"
+        ready = worker_ready_file(rollout_settings, proc.pid)
         wait_for(lambda: ready.exists() or proc.poll() is not None, 120, "the streams worker")
         assert proc.poll() is None, log_path.read_text(errors="replace")
         yield proc

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "streams"))
 from prefloop.services.process import free_port  # noqa: E402
 from prefloop.services.supervisor import service_env  # noqa: E402
 from prefloop.settings import Settings  # noqa: E402
-from serving_helpers import PROXY_KEY, UPSTREAM_SECRET, ServeProcess, start_serve  # noqa: E402
+from serving_helpers import PROXY_KEY, UPSTREAM_SECRET, ServeProcess, make_adapter, start_serve  # noqa: E402
 from streams_helpers import Worker, Workers  # noqa: E402
 
 
@@ -45,19 +45,6 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("serving-cache")
     ensure_tiny_model(cache)
     return cache
-
-
-def make_adapter(model_dir: Path, out: Path) -> Path:
-    """A LoRA adapter of the tiny model with random (not zero) weights, so it changes the answers."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(7)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    peft.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="package")

@@ -64,8 +64,9 @@ class ServeProcess:
                 self.proc.wait(timeout=30)
 
 
-def start_serve(env: dict[str, str], log_dir: Path, name: str, **serve: str) -> ServeProcess:
-    port = free_port()
+def start_serve(env: dict[str, str], log_dir: Path, name: str, port: int | None = None, **serve: str) -> ServeProcess:
+    """`prefloop serve` on `port` (default: a free one), with `serve` as [serve] settings."""
+    port = port or free_port()
     env = dict(env)
     env["PREFLOOP_SERVE_PORT"] = str(port)
     for key, value in serve.items():
@@ -76,3 +77,16 @@ def start_serve(env: dict[str, str], log_dir: Path, name: str, **serve: str) -> 
         proc = subprocess.Popen([sys.executable, "-m", "prefloop.cli", "serve"], cwd=str(REPO), env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     return ServeProcess(proc, port, log_path, env)
+
+
+def make_adapter(model_dir: Path, out: Path, seed: int = 7) -> Path:
+    """A LoRA adapter of the tiny model with random (not zero) weights, so it changes the answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft.save_pretrained(out)
+    return out

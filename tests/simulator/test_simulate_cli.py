@@ -12,7 +12,7 @@ from collections import Counter
 from prefloop import topics
 from prefloop.services.supervisor import service_env
 from schemas import Action, Response, decode
-from prefloop.sdk.testing import end_offsets, read_range
+from kafka_testing import end_offsets, read_range
 
 
 def test_template_simulation_emits_what_it_reports(services, tmp_path):

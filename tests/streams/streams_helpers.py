@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from prefloop import topics
+from prefloop.services.process import worker_ready_file
 from prefloop.settings import Settings
 from schemas import Action, ActionKind, AvroRecord, PreferencePair, Response, decode, encode
 
@@ -146,7 +147,7 @@ def assert_each_pair_once(store, tag: str, w, expected: dict, pairs: list[Prefer
 
 @dataclass
 class Worker:
-    """A `python -m streams` subprocess; stopped by PID."""
+    """A `prefloop worker` subprocess; stopped by PID."""
 
     proc: subprocess.Popen
     log_path: Path
@@ -204,9 +205,9 @@ class Workers:
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"test-worker-{len(self.started)}-{time.time_ns()}.log"
         with open(log_path, "wb") as out:
-            proc = subprocess.Popen([str(PYTHON), "-m", "streams"], cwd=str(REPO), env=env, stdout=out,
+            proc = subprocess.Popen([str(PYTHON), "-m", "prefloop.cli", "worker"], cwd=str(REPO), env=env, stdout=out,
                                     stderr=subprocess.STDOUT)
-        worker = Worker(proc, log_path, self.settings.home / "run" / f"worker-{proc.pid}.ready")
+        worker = Worker(proc, log_path, worker_ready_file(self.settings, proc.pid))
         self.started.append(worker)
         return worker
 
@@ -238,14 +239,13 @@ def diagnose_missing(settings: Settings, records: list, missing: set[str], app_i
 
     from schemas import pair_hash as _pair_hash
     from streams import wire
-    from streams.pairing.group import PromptGroup, RuleSettings
-    from streams.stages.group import CANDIDATE_FIELDS
-    from streams.stages.resolve import ACTION_WIDTH, INDEXED_FIELDS, action_from_item
+    from streams.pairing.prompt_group import PromptGroup
+    from streams.settings import StreamsSettings
 
     responses = {r.response_id: r for r in records if isinstance(r, Response)}
     groups: dict[str, PromptGroup] = {}
     for r in responses.values():
-        groups.setdefault(r.prompt_id, PromptGroup(r.prompt_id, None, RuleSettings())).add_response(r)
+        groups.setdefault(r.prompt_id, PromptGroup(r.prompt_id, None, StreamsSettings())).add_response(r)
     culprits = {}
     for a in (r for r in records if isinstance(r, Action)):
         g = groups[responses[a.response_id].prompt_id]
@@ -258,16 +258,16 @@ def diagnose_missing(settings: Settings, records: list, missing: set[str], app_i
                 culprits[h] = a
     forwarded = set()
     for r in read_topic(settings, f"{app_id}-resolved-actions"):
-        for item in wire.unpack(r.value, ACTION_WIDTH):
-            forwarded.add(action_from_item(item).event_id)
+        for item in wire.unpack(r.value, wire.ForwardedAction):
+            forwarded.add(item.event_id)
     candidates: dict[str, tuple[int, int]] = {}
     for r in read_topic(settings, f"{app_id}-pair-candidates"):
-        for pid, *_ in wire.unpack(r.value, CANDIDATE_FIELDS):
-            candidates.setdefault(pid, (r.partition, r.offset))
+        for candidate in wire.unpack(r.value, wire.PairCandidate):
+            candidates.setdefault(candidate.pair_id, (r.partition, r.offset))
     announced = set()
     for r in read_topic(settings, f"{app_id}-indexed-responses"):
-        for rid, *_ in wire.unpack(r.value, INDEXED_FIELDS):
-            announced.add(rid)
+        for indexed in wire.unpack(r.value, wire.IndexedResponse):
+            announced.add(indexed.response_id)
     pending: dict[str, Any] = {}
     for r in read_topic(settings, f"{app_id}-pending-actions-changelog"):
         pending[_json.loads(r.key)] = None if r.value is None else _json.loads(r.value)
@@ -294,7 +294,7 @@ def diagnose_missing(settings: Settings, records: list, missing: set[str], app_i
 
     from prefloop.keys import INDEX_PREFIX as INDEX_KEY
     from prefloop.keys import PAIR_IDS_PREFIX as PAIR_IDS_KEY
-    from streams.runtime import partition_for
+    from prefloop.partitioner import partition_for
 
     index = _redis.Redis.from_url(settings.redis_dsn)
     lines = []

@@ -15,14 +15,15 @@ from prefloop import topics
 from prefloop.analytics.store import ch_time
 from schemas import Action, ActionKind, Response, TrainingRequest, decode
 from schemas.records import ROUTE_TAG
-from streams.analytics import drift
+from streams import drift
 from streams.pairing.text import normalised_distance
 from prefloop.keys import PAIRS_TOTAL as PAIRS_TOTAL_KEY
 from prefloop.keys import TRIGGER_LOCK as LOCK_KEY
 from prefloop.keys import TRIGGER_STATE as STATE_KEY
 from streams.settings import StreamsSettings
-from streams.status import trigger_progress
 from streams.trigger import Trigger
+from streams.trigger_progress import trigger_progress
+from trainer.snapshots import freeze_pairs
 from streams_helpers import produce, read_pairs, read_topic, wait_for
 
 pytestmark = pytest.mark.services
@@ -167,7 +168,7 @@ async def concurrent_checks(settings, ss: StreamsSettings, n: int) -> list[Train
                 return await producer.send(topic, value=value, key=key)
             return send
 
-        triggers = [Trigger(settings, ss, c, sender(p)) for c, p in zip(clients, producers)]
+        triggers = [Trigger(settings, ss, c, sender(p), freeze_pairs) for c, p in zip(clients, producers)]
         return list(await asyncio.gather(*(t.check() for t in triggers)))
     finally:
         for p in producers:

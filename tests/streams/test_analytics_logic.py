@@ -7,7 +7,7 @@ import math
 import pytest
 
 from schemas import Action, ActionKind, Response, TriggerReason, encode
-from streams.analytics.drift import OTHER, fold_top, js_divergence, length_bucket, psi, shares
+from streams.drift import OTHER, fold_top, js_divergence, length_bucket, psi, shares
 from streams.dlq import decoded_errors
 from streams.trigger import Policy, State, cooldown_left_s, decide
 

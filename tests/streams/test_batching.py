@@ -1,4 +1,4 @@
-"""Pure parts of streams/batching.py; the consumer itself runs in every pipeline test against real Kafka."""
+"""Pure parts of consumer batching (streams/batching.py, streams/compat/faust.py); the consumer itself runs in every pipeline test against real Kafka."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 from faust.serializers import codecs
 
-from streams.batching import CODEC, BatchingApp, RecordBatch, records
+from streams.batching import CODEC, RecordBatch, records
+from streams.compat.faust import BatchingApp
 
 
 def msg(topic: str, offset: int, value: bytes) -> SimpleNamespace:
@@ -46,7 +47,7 @@ def test_batch_topic_names_what_is_wrong():
 def _two_partition_topic(settings, name: str) -> None:
     import asyncio
 
-    from prefloop.services.kafka import create_topics
+    from prefloop.kafka_admin import create_topics
     from prefloop.settings import TopicSpec
 
     asyncio.run(create_topics(settings.bootstrap_servers, [TopicSpec(name, 2)]))
@@ -94,7 +95,7 @@ def test_fetch_hands_aiokafka_a_copy_of_the_active_partitions(monkeypatch):
 
     from faust.types import TP
 
-    from streams.batching import BatchingConsumer
+    from streams.compat.faust import BatchingConsumer
 
     seen: list = []
 

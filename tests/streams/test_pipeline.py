@@ -1,4 +1,4 @@
-"""The streams pipeline end to end on real Kafka, Redis and chDB (workers run as `python -m streams`)."""
+"""The streams pipeline end to end on real Kafka, Redis and chDB (workers run as `prefloop worker`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from prefloop import topics
 from schemas import Action, ActionKind, DeadLetter, PairSource, PreferencePair, Response, encode, pair_hash
 from streams_helpers import (assert_each_pair_once, diagnose_missing, produce, read_dlq, read_pairs, read_topic,
                              scalar, wait_for, wait_rows)
-from workload import mixed
+from streams.workload import mixed
 
 pytestmark = pytest.mark.services
 
@@ -239,7 +239,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(services, pipeline, sto
     try:
         pairs = wait_pairs(services, tag, len(expected), timeout_s=120, settle_s=5)
     except AssertionError:
-        from streams.runtime import partition_for
+        from prefloop.partitioner import partition_for
 
         missing = set(expected) - {p.pair_id for p in tagged_pairs(services, tag)}
         by_partition = Counter(partition_for(pid, services.pairs_partitions) for pid in missing)
@@ -300,7 +300,7 @@ def _committed(services) -> dict[str, list[int | None]]:
     return asyncio.run(read())
 
 
-# --- consumer batching (streams/batching.py) ------------------------------------------------------------
+# --- consumer batching (streams/compat/faust.py) ------------------------------------------------------------
 def test_input_offsets_are_committed_to_the_end_through_batches(services, pipeline, store, tag):
     """Each fetched batch is one Faust message; acking it must commit past every record in it."""
     import asyncio
@@ -338,7 +338,7 @@ def test_event_times_reach_clickhouse_to_the_millisecond(services, pipeline, sto
 def _end_offsets(services, topic: str) -> int:
     import asyncio
 
-    from prefloop.sdk.testing import end_offsets
+    from kafka_testing import end_offsets
 
     return sum(asyncio.run(end_offsets(services.bootstrap_servers, topic)).values())
 

@@ -9,7 +9,7 @@ import pytest
 from prefloop.errors import ConfigError
 from schemas import Action, ActionKind, PairSource, Response, pair_hash
 from streams import wire
-from streams.pairing.group import HUMAN_VERSION, PromptGroup, RuleSettings
+from streams.pairing.prompt_group import HUMAN_VERSION, PromptGroup
 from streams.pairing.quality import EMPTY, IDENTICAL, NEAR_DUPLICATE, TINY, QualityRules
 from streams.pairing.text import levenshtein, normalised_distance, similarity_at_least
 from streams.settings import StreamsSettings
@@ -26,7 +26,7 @@ def act(rid: str, kind: str, **kw) -> Action:
 
 
 def group_with(*responses: Response, **rules) -> PromptGroup:
-    g = PromptGroup(responses[0].prompt_id, None, RuleSettings(**rules))
+    g = PromptGroup(responses[0].prompt_id, None, StreamsSettings(**rules))
     for r in responses:
         assert g.add_response(r)
     return g
@@ -132,7 +132,7 @@ def test_state_round_trips_through_json_and_dedups_events():
     first = act("a", "THUMBS_UP", user_id="u1")
     g.mark_seen(first.event_id)
     g.apply(first)
-    again = PromptGroup(g.prompt_id, json.loads(json.dumps(g.state)), RuleSettings())
+    again = PromptGroup(g.prompt_id, json.loads(json.dumps(g.state)), StreamsSettings())
     assert again.seen(first.event_id)
     assert combos(again.apply(act("b", "THUMBS_DOWN", user_id="u2"))) == {("a", "b")}
 
@@ -143,7 +143,7 @@ def test_group_evicts_oldest_response_beyond_the_cap():
 
 
 def test_seen_events_are_bounded():
-    g = PromptGroup("p", None, RuleSettings(seen_events_per_group=3))
+    g = PromptGroup("p", None, StreamsSettings(seen_events_per_group=3))
     for i in range(5):
         g.mark_seen(f"e{i}")
     assert [g.seen(f"e{i}") for i in range(5)] == [False, False, True, True, True]
@@ -167,8 +167,8 @@ def test_quality_rules(chosen, rejected, reason):
 
 def test_similarity_threshold_is_configurable():
     a, b = "abcdefghij", "abcdefghXY"  # similarity 0.8
-    assert QualityRules(similarity_threshold=0.8).check(a, b) == NEAR_DUPLICATE
-    assert QualityRules(similarity_threshold=0.81).check(a, b) is None
+    assert QualityRules.from_settings(StreamsSettings(similarity_threshold=0.8)).check(a, b) == NEAR_DUPLICATE
+    assert QualityRules.from_settings(StreamsSettings(similarity_threshold=0.81)).check(a, b) is None
 
 
 # --- text ------------------------------------------------------------------------------------------------
@@ -202,16 +202,30 @@ def test_normalised_distance_bounds():
 
 # --- bundles ---------------------------------------------------------------------------------------------
 def test_bundles_round_trip_typed_fields_and_reject_garbage():
-    items = [[b"a", "", 7, None], [b"\x00" * 300, "x\u00e9", -1, 0.5]]
-    assert wire.unpack(wire.pack(items, 4), 4) == items
+    items = [wire.PairCandidate("p1", b"\x00" * 300, b'["p1"]'), wire.PairCandidate("x\u00e9", b"", b"[]")]
+    assert wire.unpack(wire.pack(items, wire.PairCandidate), wire.PairCandidate) == items
+    assert wire.unpack(wire.pack(items, wire.PairCandidate), wire.PairCandidate)[0].record == b"\x00" * 300
     with pytest.raises(wire.BundleError, match="bad magic"):
-        wire.unpack(b"garbage", 4)
+        wire.unpack(b"garbage", wire.PairCandidate)
     with pytest.raises(wire.BundleError, match="corrupt bundle"):
-        wire.unpack(wire.pack(items, 4)[:-1], 4)
-    with pytest.raises(wire.BundleError, match="arrays of 3 fields"):
-        wire.unpack(wire.pack(items, 4), 3)
-    with pytest.raises(wire.BundleError, match="should have 4 fields, got 3"):
-        wire.pack([[1, 2, 3]], 4)
+        wire.unpack(wire.pack(items, wire.PairCandidate)[:-1], wire.PairCandidate)
+    with pytest.raises(wire.BundleError, match="arrays of 13 fields"):
+        wire.unpack(wire.pack([wire.IndexedResponse("r", "p", 1)], wire.IndexedResponse), wire.ForwardedAction)
+    with pytest.raises(wire.BundleError, match="should have 3 fields, got 2"):
+        wire.pack([["r", 1]], wire.PairCandidate)
+
+
+def test_forwarded_action_carries_the_action_and_where_it_was_read():
+    action = Action(response_id="r1", kind=ActionKind.CHOICE, rejected_response_id="r2", user_id="u")
+    item = wire.forwarded_action(action, b"avro", 3, 17, 1234, "prompt-1")
+    (back,) = wire.unpack(wire.pack([item], wire.ForwardedAction), wire.ForwardedAction)
+    assert (back.partition, back.offset, back.arrived_ms, back.prompt_id) == (3, 17, 1234, "prompt-1")
+    assert wire.action_of(back) == action
+
+
+def test_rows_bundles_carry_a_table_and_its_rows():
+    data = wire.pack_rows("pair_drops", [b'["a",1]', b'["b",2]'])
+    assert wire.unpack_rows(data) == ("pair_drops", b'["a",1]\n["b",2]\n', 2)
 
 
 def test_pair_id_is_the_content_hash():
@@ -243,7 +257,7 @@ def test_partition_for_is_kafkas_murmur2_partitioner():
     from aiokafka.partitioner import murmur2
     from murmurhash2 import murmurhash2
 
-    from streams.runtime import KAFKA_MURMUR2_SEED, partition_for
+    from prefloop.partitioner import KAFKA_MURMUR2_SEED, partition_for
 
     vectors = {"21": -973932308, "foobar": -790332482, "a-little-bit-long-string": -985981536,
                "a-little-bit-longer-string": -1486304829, "abc": 479470107,

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from aiokafka import AIOKafkaProducer
 
-from prefloop.sdk.testing import create_topic, delete_topic, read_range
+from kafka_testing import create_topic, delete_topic, read_range
 from streams.freeze import FreezeWatch
 from streams.runtime import Runtime
 

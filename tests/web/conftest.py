@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # web_helpers
 sys.path.insert(0, str(Path(__file__).parents[1] / "streams"))  # streams_helpers
+sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))  # serving_helpers
 
 from prefloop.services.supervisor import service_env  # noqa: E402
 from prefloop.settings import Settings  # noqa: E402

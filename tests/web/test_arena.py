@@ -20,11 +20,13 @@ from prefloop.routing import RoutingTable
 from prefloop.sdk import SyncFeedbackClient
 from prefloop.web.arena import (Answer, Arena, ArenaError, BattleStore, VersionInfo, Vote, default_pair, named_pair,
                                 today_utc, vote_actions, vote_event_id)
-from prefloop.web.settings import WebSettings, check_bind, is_loopback
+from prefloop.auth.settings import is_loopback
+from prefloop.web.settings import WebSettings, check_bind
 from prefloop.web.sources import LoopSources
 from schemas.records import ActionKind
 from streams_helpers import read_topic
-from web_helpers import decodable, make_registry, poll, set_routing
+from streams_helpers import wait_for
+from web_helpers import decodable, make_registry, set_routing
 
 TEXTS = {"v1.0": "Open Settings, then Security, and choose Reset password.",
          "v1.1": "Happy to help! You can reset your password from the account page whenever you like."}
@@ -91,9 +93,9 @@ def test_a_vote_becomes_one_choice_and_one_pair_and_a_second_vote_adds_nothing(
     assert (choice.response_id, choice.rejected_response_id) == (battle.b.response_id, battle.a.response_id)
     assert choice.event_id == vote_event_id(battle.battle_id, ActionKind.CHOICE, battle.b.response_id)
 
-    pairs = poll(lambda: store.query(
+    pairs = wait_for(lambda: store.query(
         f"SELECT source, chosen_model_version, rejected_model_version, rejected_response_id FROM preference_pairs FINAL "
-        f"WHERE chosen_response_id = '{battle.b.response_id}'").rows, 60, "the vote's pair in preference_pairs")
+        f"WHERE chosen_response_id = '{battle.b.response_id}'").rows, 60, what="the vote's pair in preference_pairs")
     assert pairs == [["CHOICE", battle.b.version, battle.a.version, battle.a.response_id]]
     tags = store.query(f"SELECT response_id, tags FROM feedback_events FINAL WHERE event_type = 'response' "
                        f"AND response_id IN ('{battle.a.response_id}', '{battle.b.response_id}') ORDER BY response_id").rows

@@ -8,73 +8,22 @@ JavaScript error. Screenshots of each tab are saved under the test's temporary d
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from prefloop import topics
 from prefloop.services.process import free_port
 from prefloop.services.supervisor import service_env
 from prefloop.settings import Settings
 from schemas.records import ActionKind, prompt_hash
-from streams_helpers import read_topic
-from web_helpers import WebProcess, chromium_context, decodable, poll
+from serving_helpers import make_adapter, start_serve
+from streams_helpers import read_topic, wait_for
+from web_helpers import WebProcess, chromium_context, decodable
 
 QUESTION = "What should I pack for a weekend hike?"
-
-
-def make_adapter(model_dir: Path, out: Path) -> Path:
-    """A LoRA adapter of the tiny model with random (not zero) weights, so v1.1 answers differently."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(11)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights=False))
-    peft.save_pretrained(out)
-    return out
-
-
-class Gateway:
-    """`prefloop serve` as a subprocess, stopped by PID."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self.url = f"http://127.0.0.1:{env['PREFLOOP_SERVE_PORT']}"
-        with open(log_path, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "prefloop.cli", "serve"], env=env, stdout=out,
-                                         stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout_s: float = 240) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"prefloop serve exited:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=5).json().get("status") == "ready":
-                    return
-            except (requests.RequestException, ValueError):
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"prefloop serve not ready:\n{self.log_path.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +38,7 @@ def stack(services: Settings, web_pipeline, tmp_path_factory: pytest.TempPathFac
     model_dir = ensure_tiny_model(cache)
     registry = ModelRegistry(root / "home")
     registry.ensure_base("tiny")
-    registry.register_candidate(adapter_path=make_adapter(model_dir, root / "adapters" / "v1.1"), base_model="tiny",
+    registry.register_candidate(adapter_path=make_adapter(model_dir, root / "adapters" / "v1.1", seed=11), base_model="tiny",
                                 snapshot_id="s1", metrics={})
     settings = Settings(home=root / "home", kafka_port=services.kafka_port, redis_port=services.redis_port,
                         redis_url=services.redis_dsn.rsplit("/", 1)[0] + "/2", analytics_port=services.analytics_port,
@@ -103,10 +52,10 @@ def stack(services: Settings, web_pipeline, tmp_path_factory: pytest.TempPathFac
     client = redis.Redis.from_url(settings.redis_dsn)
     client.flushdb()  # database 2 belongs to this module
     client.close()
-    gateway = Gateway(env, root / "gateway.log")
+    gateway = start_serve(env, root, "gateway", port=settings.serve_port)
     web = WebProcess(env, root / "web.log")
     try:
-        gateway.wait_ready()
+        gateway.wait_ready(240)
         web.wait_ready()
         yield settings, str(root)
     finally:
@@ -154,18 +103,18 @@ def test_arena_vote_leaderboard_and_dashboard_in_chromium(stack, store, tmp_path
         page.locator("#vote-b").click(force=True)
         expect(page.locator("#arena-status")).to_contain_text("already has its vote (A is better)", timeout=60_000)
 
-        rows = poll(lambda: store.query(
+        rows = wait_for(lambda: store.query(
             "SELECT response_id, model_version, tags['battle_id'], tags['arena_side'] FROM feedback_events FINAL "
             f"WHERE event_type = 'response' AND prompt_id = '{prompt_hash(question)}' ORDER BY tags['arena_side']").rows,
-            60, "the two arena Responses the gateway recorded")
+            60, what="the two arena Responses the gateway recorded")
         assert len(rows) == 2 and [r[3] for r in rows] == ["A", "B"] and rows[0][2] == rows[1][2]
         (a_id, a_version, battle_id, _), (b_id, b_version, _, _) = rows
         assert {a_version, b_version} == {"v1.0", "v1.1"}  # production against the newest candidate
         assert f"Model A was {a_version}, Model B was {b_version}." in reveal
 
-        pair = poll(lambda: store.query(
+        pair = wait_for(lambda: store.query(
             f"SELECT source, chosen_model_version, rejected_response_id FROM preference_pairs FINAL "
-            f"WHERE chosen_response_id = '{a_id}'").rows, 60, "the vote's pair")
+            f"WHERE chosen_response_id = '{a_id}'").rows, 60, what="the vote's pair")
         assert pair == [["CHOICE", a_version, b_id]]
 
         page.get_by_role("tab", name="Leaderboard").click()

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from prefloop import keys
 from prefloop.analytics.store import ch_time
 from prefloop.sdk import SyncFeedbackClient
 from prefloop.services.supervisor import service_env
 from prefloop.web.arena import BattleStore, Vote, today_utc
 from schemas.records import prompt_hash
-from web_helpers import chromium_context, make_registry, poll
+from streams_helpers import wait_for
+from web_helpers import chromium_context, make_registry
 
 FIGURES = ["win_rate", "thumbs_up_rate", "pairs", "drift", "trigger", "rollout", "registry", "ratings", "win_matrix"]
 
@@ -63,10 +65,10 @@ def test_report_is_self_contained_holds_every_figure_and_matches_sql(
         web_pipeline, web_settings, store, redis_client, tag, tmp_path: Path) -> None:
     make_registry(web_settings, candidates=1)  # v1.1 (parent v1.0) is the newest version
     chosen = emit_history(web_settings, tag)
-    poll(lambda: store.query(f"SELECT count() FROM preference_pairs FINAL WHERE chosen_response_id IN "
-                             f"({','.join(repr(c) for c in chosen)})").scalar() == len(chosen), 90, "the ten CHOICE pairs")
-    poll(lambda: store.query(f"SELECT count() FROM pair_drops FINAL WHERE prompt_id = '{prompt_hash(f'dup {tag}')}' "
-                             "AND reason = 'identical'").scalar(), 60, "the identical pair's drop")
+    wait_for(lambda: store.query(f"SELECT count() FROM preference_pairs FINAL WHERE chosen_response_id IN "
+                             f"({','.join(repr(c) for c in chosen)})").scalar() == len(chosen), 90, what="the ten CHOICE pairs")
+    wait_for(lambda: store.query(f"SELECT count() FROM pair_drops FINAL WHERE prompt_id = '{prompt_hash(f'dup {tag}')}' "
+                             "AND reason = 'identical'").scalar(), 60, what="the identical pair's drop")
     now = int(time.time() * 1000)
     store.insert_rows("promotions", ["event_id", "occurred_at", "candidate_version", "baseline_version", "decision",
                                      "traffic_fraction", "metrics", "reason"],
@@ -114,12 +116,14 @@ def test_report_is_self_contained_holds_every_figure_and_matches_sql(
     q = data["quality"]
     assert q["dropped"] == store.query(f"SELECT count() FROM pair_drops FINAL WHERE occurred_at >= {since}").scalar()
     assert q["pass_share"] == pytest.approx(pairs / (pairs + q["dropped"]))
-    tagged = dict(store.query(f"SELECT tags['category'] AS c, count() FROM feedback_events FINAL WHERE event_type = 'response' "
-                              f"AND occurred_at >= {since} AND c != '' GROUP BY c").rows)
+    # Responses are counted by response id, as the report does: other tests' rows may repeat one (the drift
+    # test's two windows hold the same response ids).
+    tagged = dict(store.query(f"SELECT tags['category'] AS c, uniqExact(response_id) FROM feedback_events FINAL "
+                              f"WHERE event_type = 'response' AND occurred_at >= {since} AND c != '' GROUP BY c").rows)
     assert {k: v["responses"] for k, v in q["categories"].items()} == tagged
     assert {"creative", "comparison", "factual_qa"} <= set(q["categories"])
     assert q["missing_categories"] == [f"never-{tag}"]
-    day = {k.decode(): int(v) for k, v in redis_client.hgetall(f"prefloop:arena:votes:{today_utc()}").items()}
+    day = {k.decode(): int(v) for k, v in redis_client.hgetall(keys.ARENA_VOTES_DAY_PREFIX + today_utc()).items()}
     assert q["arena_votes"] == day
     assert q["clear_winner_share"] == pytest.approx((day.get("A", 0) + day.get("B", 0)) / sum(day.values()))
     assert any("v1.1 is trained and waits for the evaluator's gate" in a for a in data["next_actions"])

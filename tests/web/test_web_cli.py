@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from prefloop.services.process import free_port
+from prefloop.services.process import free_port, isolated_settings
 from prefloop.services.supervisor import WebService, service_env
 from prefloop.settings import Settings
 from web_helpers import WebProcess
@@ -32,9 +32,7 @@ def one_error_line(done: subprocess.CompletedProcess[str], *needles: str) -> Non
 @pytest.fixture
 def quiet_env(tmp_path: Path) -> dict[str, str]:
     """Settings whose services nobody runs: every port free and unused."""
-    settings = Settings(home=tmp_path / "home", kafka_port=free_port(), kafka_controller_port=free_port(),
-                        redis_port=free_port(), analytics_port=free_port(), collector_port=free_port(),
-                        web_port=free_port())
+    settings = isolated_settings(tmp_path / "home")
     env = service_env(settings)
     env.pop("PREFLOOP_CONFIG", None)
     return env
@@ -43,7 +41,7 @@ def quiet_env(tmp_path: Path) -> dict[str, str]:
 def test_bad_arguments_and_settings_are_one_line_with_status_2(quiet_env: dict[str, str]) -> None:
     one_error_line(cli(quiet_env, "report", "--since", "7x"), "--since", "7d, 24h or 2w", "'7x'")
     one_error_line(cli(quiet_env, "report", "--since", "0d"), "--since")
-    one_error_line(cli(quiet_env, "web", "--port", "70000"), "--port", "between 1 and 65535")
+    one_error_line(cli(quiet_env, "web", "--port", "70000"), "--port", "should be in [1, 65535]")
     one_error_line(cli({**quiet_env, "PREFLOOP_WEB_CONFIDENCE": "2"}, "report"), '"confidence"', "got 2")
     # Off loopback without a login the app refuses to start (before it binds anything).
     one_error_line(cli(quiet_env, "web", "--host", "0.0.0.0"), "not a loopback address",
@@ -87,4 +85,4 @@ def test_bench_ratings_prints_both_arms_and_they_agree(quiet_env: dict[str, str]
     gap = float(lines[3].rsplit(":", 1)[1].split()[0])
     assert gap < 0.1  # the same resamples give the same ratings, whichever solver fits them
     one_error_line(cli(quiet_env, "bench", "ratings", "--versions", "1"), "--versions should be at least 2")
-    one_error_line(cli(quiet_env, "bench", "ratings", "--rounds", "0"), "--rounds", "positive integer")
+    one_error_line(cli(quiet_env, "bench", "ratings", "--rounds", "0"), "--rounds", "greater than zero")

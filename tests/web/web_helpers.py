@@ -1,11 +1,12 @@
-"""Helpers of the web tests: a registry in a test's home, SQL polling, topic reads."""
+"""Helpers of the web tests: a registry in a test's home, the routing table, the web app and Chromium
+(polling is streams_helpers.wait_for)."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any
 
-from prefloop import routing
+from prefloop import keys, routing
 from prefloop.errors import DecodeError
 from prefloop.settings import Settings
 
@@ -23,19 +24,8 @@ def make_registry(settings: Settings, candidates: int = 1):
 
 
 def set_routing(redis_client: Any, production: str, canary: str = "", fraction: float = 0.0) -> None:
-    redis_client.delete("prefloop:routing")
+    redis_client.delete(keys.ROUTING)
     routing.write_table(redis_client, routing.RoutingTable(production, canary, fraction))
-
-
-def poll(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what} (last: {last!r})")
 
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/setup.sh installs it); Playwright downloads no browser

@@ -113,16 +113,17 @@ class LocalBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from trainer.base_models import resolve_base_model
+        from trainer.devices import NoCudaError, resolve_device, use_bf16
 
         self.model_dir = resolve_base_model(self.base_model, self.cache_dir)
 
-        requested = self.settings.device
-        device = "cuda" if requested == "auto" and torch.cuda.is_available() else ("cpu" if requested == "auto" else requested)
-        if device == "cuda" and not torch.cuda.is_available():
-            raise GenerationError("config", "device cuda was requested but torch sees no CUDA device; set [serve] device = auto or cpu")
+        try:
+            device = resolve_device(self.settings.device, fix="set [serve] device = auto or cpu")
+        except NoCudaError as exc:
+            raise GenerationError("config", str(exc)) from None
         if device == "cpu" and self.settings.cpu_threads:
             torch.set_num_threads(self.settings.cpu_threads)
-        dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        dtype = torch.bfloat16 if use_bf16(device) else torch.float32
         tokenizers = [AutoTokenizer.from_pretrained(self.model_dir) for _ in range(2)]
         model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=dtype).to(device).eval()
         self._tokenizer, self._encoder = tokenizers

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from prefloop.errors import one_line
 from prefloop.serving.generation import Finish, GenerationError, GenerationJob
 from prefloop.serving.settings import ServeSettings
 
@@ -125,7 +126,7 @@ class UpstreamBackend:
             info = json.loads(text)["error"]
             message, param = str(info.get("message", "")), info.get("param")
         except (ValueError, KeyError, TypeError, AttributeError):
-            message, param = " ".join(text.split())[:200], None
+            message, param = one_line(text), None
         status = resp.status if resp.status in PASSED_ON else 502
         retry = resp.headers.get("Retry-After")
         return GenerationError("upstream", f"upstream answered {resp.status}: {message}", status=status, param=param,

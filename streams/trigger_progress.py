@@ -1,13 +1,13 @@
-"""`prefloop status`: progress towards the next retraining trigger."""
+"""The retraining trigger's progress, as `prefloop status` shows it (wired in by prefloop/cli.py)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from prefloop.keys import PAIRS_TOTAL, TRIGGER_LOCK, TRIGGER_STATE
 from prefloop.settings import Settings
 from streams.settings import StreamsSettings
-from prefloop.keys import PAIRS_TOTAL, TRIGGER_LOCK, TRIGGER_STATE
 from streams.trigger import Policy, State, cooldown_left_s, decide
 
 
@@ -15,7 +15,7 @@ def trigger_progress(settings: Settings, ss: StreamsSettings | None = None) -> d
     """Pairs since the last training, the thresholds, cooldown left and the lock holder (Redis + ClickHouse)."""
     import redis
 
-    ss = ss or settings.section(StreamsSettings, "streams")
+    ss = ss or settings.section(StreamsSettings)
     policy = Policy.from_settings(ss)
     client = redis.Redis.from_url(settings.redis_dsn, socket_timeout=2)
     try:
@@ -32,7 +32,7 @@ def trigger_progress(settings: Settings, ss: StreamsSettings | None = None) -> d
     drift = None
     try:
         from prefloop.analytics.store import connect
-        from streams.analytics.drift import latest_input_drift
+        from streams.drift import latest_input_drift
 
         store = connect(settings)
         try:

@@ -1,8 +1,8 @@
 """One prompt group's state and the four pair rules over it; pure logic, no I/O.
 
 A prompt group is every response sharing a `prompt_id` (A/B variants, regenerations) plus
-the feedback on them. Its state is a plain JSON-able dict so it can live in a Faust table
-and its changelog. Every transition is idempotent: a vote or rating is stored per voter
+the feedback on them. Its state is a plain JSON-able dict (`GroupState`, streams/state.py) so it
+can live in a Faust table and its changelog. Every transition is idempotent: a vote or rating is stored per voter
 (the user, else the event), so applying the same action twice leaves the same state.
 
 Rules (ARCHITECTURE.md, "Pair rules"):
@@ -16,28 +16,13 @@ Rules (ARCHITECTURE.md, "Pair rules"):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 from schemas import Action, ActionKind, PairSource, Response
+from streams.settings import StreamsSettings
+from streams.state import GroupState, HeldAction
 
 HUMAN_VERSION = "human"  # chosen_model_version of EDIT pairs: the chosen text is the user's
-
-
-@dataclass(frozen=True)
-class RuleSettings:
-    thumbs_cap: int = 4
-    rating_gap: float = 2.0
-    max_group_responses: int = 32
-    max_voters_per_response: int = 1000
-    seen_events_per_group: int = 512
-    weight_edit: float = 1.0
-    weight_choice: float = 1.0
-    weight_thumbs: float = 0.5
-    weight_rating: float = 0.75
-
-    @classmethod
-    def from_settings(cls, s: Any) -> "RuleSettings":
-        return cls(**{name: getattr(s, name) for name in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -62,19 +47,12 @@ def _voter(action: Action) -> str:
 
 
 class PromptGroup:
-    """Responses and feedback of one prompt_id; `state` is the JSON-able form kept in the table.
+    """Responses and feedback of one prompt_id; `state` (a `GroupState`) is the form kept in the table."""
 
-    State keys: r responses {rid: [text, model_version, occurred_at, prompt or None]} in arrival
-    order; p the group's prompt; v thumbs votes {rid: {voter: +1|-1}}; g ratings {rid: {voter: n}};
-    tc thumbs pairs per response; te thumbs combos already paired; re rating combos already
-    paired; s recent action event ids (dedup of producer retries); h actions held for a
-    response not yet in the group.
-    """
-
-    def __init__(self, prompt_id: str, state: dict[str, Any] | None, rules: RuleSettings) -> None:
+    def __init__(self, prompt_id: str, state: GroupState | None, rules: StreamsSettings) -> None:
         self.prompt_id = prompt_id
         self.rules = rules
-        self.state: dict[str, Any] = state if state is not None else {}
+        self.state: GroupState = state if state is not None else cast(GroupState, {})
         st = self.state
         st.setdefault("p", "")
         st.setdefault("r", {})
@@ -132,11 +110,11 @@ class PromptGroup:
             del seen_list[:overflow]
 
     # --- held actions ----------------------------------------------------------------------------
-    def hold(self, entry: dict[str, Any]) -> None:
+    def hold(self, entry: HeldAction) -> None:
         if all(h["e"] != entry["e"] for h in self.state["h"]):
             self.state["h"].append(entry)
 
-    def held(self) -> list[dict[str, Any]]:
+    def held(self) -> list[HeldAction]:
         return list(self.state["h"])
 
     def release(self, event_ids: set[str]) -> None:

@@ -1,4 +1,4 @@
-"""Helpers for tests of code that produces through the SDK: topics, end offsets, and reading back.
+"""Kafka helpers of the tests: topics, end offsets, and reading back what a test produced.
 
 Reading by offset range (end offsets before, end offsets after) lets a test check
 exactly what it produced, and that nothing was produced, on a topic others also use.
@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from prefloop.kafka_admin import create_topics, delete_topics
 from prefloop.kafka_client import options_for
-from prefloop.settings import Settings
+from prefloop.settings import Settings, TopicSpec
 from schemas import decode
 from schemas.records import AvroRecord
 
@@ -31,31 +31,13 @@ class Consumed:
 
 
 async def create_topic(bootstrap_servers: Settings | str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(**options_for(bootstrap_servers))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-    finally:
-        await admin.close()
+    """Create the topic and wait until a client sees all its partitions."""
+    await create_topics(bootstrap_servers, [TopicSpec(name, partitions)])
     await _wait_for_metadata(bootstrap_servers, name, partitions)
 
 
 async def delete_topic(bootstrap_servers: Settings | str, name: str) -> None:
-    admin = AIOKafkaAdminClient(**options_for(bootstrap_servers))
-    await admin.start()
-    try:
-        await admin.delete_topics([name])
-    finally:
-        await admin.close()
-
-
-async def list_topics(bootstrap_servers: Settings | str) -> list[str]:
-    admin = AIOKafkaAdminClient(**options_for(bootstrap_servers))
-    await admin.start()
-    try:
-        return list(await admin.list_topics())
-    finally:
-        await admin.close()
+    await delete_topics(bootstrap_servers, [name])
 
 
 async def _wait_for_metadata(bootstrap_servers: Settings | str, topic: str, partitions: int, timeout_s: float = 30.0) -> None:

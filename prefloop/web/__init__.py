@@ -1,0 +1,1 @@
+"""The web app (`prefloop web`: arena, leaderboard, dashboard) and `prefloop report`."""
