@@ -21,7 +21,7 @@ class RolloutSettings:
 
     stages: str = setting(
         "0.05:24h,0.2:48h,0.5:72h,1.0",
-        help="Canary traffic fraction and least time held per stage (units s, m, h, d), ending with 1.0: "
+        help="Canary traffic fraction and least time held per stage (units s, m, h, d, w), ending with 1.0: "
              "reaching it makes the canary production (COMPLETE).",
     )
     min_events: int = setting(

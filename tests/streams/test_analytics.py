@@ -145,9 +145,11 @@ def test_analytics_doc_queries_run_and_answer(services, pipeline, store, tag):
     wait_for(lambda: store.query(f"SELECT count() FROM action_facts FINAL WHERE response_id LIKE '{tag}-%'").scalar()
              == sum(isinstance(r, Action) for r in records), 60, what="facts")
     queries = re.findall(r"```sql\n(.*?)```", DOC.read_text(), re.S)
-    assert len(queries) >= 5
-    results = [store.query(q) for q in queries]
-    losing, per_day, drift_rows, per_source, _drops = results
+    assert len(queries) >= 7
+    results = [store.query(q) for q in queries]  # every query of the README runs
+    losing, per_day, drift_rows, per_source, _drops, errors, decisions = results[:7]
+    assert errors.columns == ["model_version", "responses", "error_rate", "p99_ms"]
+    assert decisions.columns[:3] == ["occurred_at", "candidate_version", "decision"]
     assert "negative" in losing.columns and losing.rows
     days = {(r[1]): r for r in per_day.rows}
     assert days[f"{tag}-B"][2] == 3 and days[f"{tag}-A"][3] == 3  # B won every A-vs-B choice
