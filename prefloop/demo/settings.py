@@ -38,7 +38,7 @@ class DemoSettings:
     train_timeout_s: float = setting(1800.0, gt=0, help="Longest wait for the training result.")
     evaluate_timeout_s: float = setting(900.0, gt=0, help="Longest wait for the evaluator's decision.")
     rollout_timeout_s: float = setting(900.0, gt=0, help="Longest wait for the rollout to complete or roll back.")
-    learning_rate: float = setting(5e-4, gt=0, help="The demo trainer's LoRA learning rate (see docs/demo.md for how it was chosen).")
+    learning_rate: float = setting(3e-4, gt=0, help="The demo trainer's LoRA learning rate (see docs/demo.md for how it was chosen).")
     loss_type: str = setting("sigmoid,sft", help="The demo trainer's TRL loss types (DPO + an NLL term on the chosen text).")
 
     def __post_init__(self) -> None:
@@ -66,7 +66,6 @@ def service_overlay(ds: DemoSettings) -> dict[str, str]:
         "PREFLOOP_EVALUATOR_MIN_PAIRS": str(ds.gate_min_pairs),
         "PREFLOOP_EVALUATOR_MIN_LENGTH_RATIO": "0.25",
         "PREFLOOP_EVALUATOR_MIN_SLICE_PAIRS": str(max(ds.gate_min_pairs, 10)),
-        "PREFLOOP_EVALUATOR_GUARDRAIL_PROMPTS": "16",
         "PREFLOOP_EVALUATOR_MAX_NEW_TOKENS": str(ds.max_tokens),
         # Rollout: stages of seconds; CPU generation of a 135M model takes seconds per answer, so the
         # latency rule's limit is raised (both arms are equally slow; errors and satisfaction still count).

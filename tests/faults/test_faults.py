@@ -12,6 +12,7 @@ import shutil
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -292,71 +293,28 @@ def test_worker_paused_longer_than_the_session_timeout_rejoins(stack, store_of, 
 
 
 # --- a training job --------------------------------------------------------------------------------------------
-def test_training_job_sigkilled_mid_run_gives_exactly_one_result(stack, tag):
-    """The trainer's job process is SIGKILLed (what the OOM killer does) while it trains: the
-    service retries it and publishes exactly one result for the request, SUCCEEDED."""
-    import asyncio
+@dataclass
+class TrainingInFlight:
+    snapshot_id: str
+    request_id: str
+    attempt: Path  # attempt-1 of the request
+    job_pid: int
 
-    from aiokafka import AIOKafkaProducer
-    from trainer_synthetic import polite_pairs
-
-    from prefloop.services.process import pid_alive
-    from prefloop.services.supervisor import up
-    from schemas import TrainingRequest, TrainingResult, TrainingStatus, TriggerReason, encode
-    from trainer.service import runs_root
-    from trainer.snapshots import create_snapshot
-    from trainer.tiny_model import ensure_tiny_model
-
-    ensure_tiny_model(stack.settings.cache_dir)
-    with open(os.devnull, "w") as quiet:
-        up(stack.settings, only=["trainer"], out=quiet)
-    snapshot = create_snapshot(polite_pairs(60, seed=3, tag=tag), stack.settings.home)
-    request = TrainingRequest(snapshot_id=snapshot.snapshot_id, reason=TriggerReason.MANUAL, pair_count=60,
-                              event_id=f"req-{tag}")
-
-    async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=stack.settings.bootstrap_servers)
-        await producer.start()
-        try:
-            await producer.send_and_wait(topics.TRAINING_REQUESTS, encode(request), key=request.event_id.encode())
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
-    attempt = runs_root(stack.settings) / request.event_id / "attempt-1"
-    job_pid = int(wait_for(lambda: (attempt / "job.pid").exists() and (attempt / "job.pid").read_text().strip(), 120,
-                           what="the training job to start"))
-    wait_for(lambda: "train [" in (attempt / "job.log").read_text(errors="replace"), 180, interval_s=0.2,
-             what="the job's first training steps")  # its progress line: mid-run
-    assert pid_alive(job_pid), "the job ended before it could be killed"
-    os.kill(job_pid, signal.SIGKILL)
-
-    def results() -> list[TrainingResult]:
+    def results(self, stack) -> list:
         return [r for r in (decode(m.value) for m in read_topic(stack.settings, topics.TRAINING_RESULTS))
-                if r.request_id == request.event_id]
-
-    wait_for(results, 300, interval_s=2.0, what="a training result")
-    time.sleep(5)  # a second result would follow at once
-    got = results()
-    assert len(got) == 1, got
-    assert got[0].status is TrainingStatus.SUCCEEDED, got[0].reason
-    assert (attempt.parent / "attempt-2" / "result.json").exists()
-    assert not (attempt / "result.json").exists()  # the killed attempt left no result behind
+                if r.request_id == self.request_id]
 
 
-def test_trainer_service_sigkilled_mid_job_leaves_one_job_and_one_result(stack, tag):
-    """The trainer SERVICE is SIGKILLed while its job trains (the job, in its own session, survives it):
-    the watchdog restarts the service, which stops the orphaned job before anything else, so the request
-    never has two jobs at once; a job that finished meanwhile is adopted, not trained again. Exactly one
-    result, and one registry version."""
+def start_training(stack, tag: str, request_id: str, seed: int) -> TrainingInFlight:
+    """The supervised trainer service up, one request of 60 polite pairs on training.requests, and its
+    first job past its first training steps (its progress line: mid-run)."""
     import asyncio
 
     from aiokafka import AIOKafkaProducer
     from trainer_synthetic import polite_pairs
 
-    from prefloop.services.process import ManagedProcess, pid_alive
     from prefloop.services.supervisor import up
-    from schemas import TrainingRequest, TrainingResult, TrainingStatus, TriggerReason, encode
+    from schemas import TrainingRequest, TriggerReason, encode
     from trainer.service import runs_root
     from trainer.snapshots import create_snapshot
     from trainer.tiny_model import ensure_tiny_model
@@ -364,10 +322,9 @@ def test_trainer_service_sigkilled_mid_job_leaves_one_job_and_one_result(stack, 
     ensure_tiny_model(stack.settings.cache_dir)
     with open(os.devnull, "w") as quiet:
         up(stack.settings, only=["trainer"], out=quiet)
-    service = ManagedProcess.of(stack.settings, "trainer")
-    snapshot = create_snapshot(polite_pairs(60, seed=5, tag=tag), stack.settings.home)
+    snapshot = create_snapshot(polite_pairs(60, seed=seed, tag=tag), stack.settings.home)
     request = TrainingRequest(snapshot_id=snapshot.snapshot_id, reason=TriggerReason.MANUAL, pair_count=60,
-                              event_id=f"req-svc-{tag}")
+                              event_id=request_id)
 
     async def send() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=stack.settings.bootstrap_servers)
@@ -383,22 +340,51 @@ def test_trainer_service_sigkilled_mid_job_leaves_one_job_and_one_result(stack, 
                            what="the training job to start"))
     wait_for(lambda: "train [" in (attempt / "job.log").read_text(errors="replace"), 180, interval_s=0.2,
              what="the job's first training steps")
+    return TrainingInFlight(snapshot.snapshot_id, request.event_id, attempt, job_pid)
+
+
+def test_training_job_sigkilled_mid_run_gives_exactly_one_result(stack, tag):
+    """The trainer's job process is SIGKILLed (what the OOM killer does) while it trains: the
+    service retries it and publishes exactly one result for the request, SUCCEEDED."""
+    from prefloop.services.process import pid_alive
+    from schemas import TrainingStatus
+
+    run = start_training(stack, tag, f"req-{tag}", seed=3)
+    assert pid_alive(run.job_pid), "the job ended before it could be killed"
+    os.kill(run.job_pid, signal.SIGKILL)
+
+    wait_for(lambda: run.results(stack), 300, interval_s=2.0, what="a training result")
+    time.sleep(5)  # a second result would follow at once
+    got = run.results(stack)
+    assert len(got) == 1, got
+    assert got[0].status is TrainingStatus.SUCCEEDED, got[0].reason
+    assert (run.attempt.parent / "attempt-2" / "result.json").exists()
+    assert not (run.attempt / "result.json").exists()  # the killed attempt left no result behind
+
+
+def test_trainer_service_sigkilled_mid_job_leaves_one_job_and_one_result(stack, tag):
+    """The trainer SERVICE is SIGKILLed while its job trains (the job, in its own session, survives it):
+    the watchdog restarts the service, which stops the orphaned job before anything else, so the request
+    never has two jobs at once; a job that finished meanwhile is adopted, not trained again. Exactly one
+    result, and one registry version."""
+    from prefloop.services.process import ManagedProcess, pid_alive
+    from schemas import TrainingStatus
+    from trainer.registry import ModelRegistry
+
+    service = ManagedProcess.of(stack.settings, "trainer")
+    run = start_training(stack, tag, f"req-svc-{tag}", seed=5)
     service_pid = service.pid()
-    assert service_pid and pid_alive(job_pid)
+    assert service_pid and pid_alive(run.job_pid)
     os.kill(service_pid, signal.SIGKILL)
     time.sleep(0.5)
-    assert pid_alive(job_pid), "the job should outlive its service (its own session): the case under test"
+    assert pid_alive(run.job_pid), "the job should outlive its service (its own session): the case under test"
 
-    wait_for(lambda: not pid_alive(job_pid), 180, what="the restarted service to stop the orphaned job")
-    assert service.pid() not in (None, service_pid)
-
-    def results() -> list[TrainingResult]:
-        return [r for r in (decode(m.value) for m in read_topic(stack.settings, topics.TRAINING_RESULTS))
-                if r.request_id == request.event_id]
-
-    wait_for(results, 300, interval_s=2.0, what="a training result")
+    # The tiny model's job may finish on its own before the watchdog has restarted the service.
+    wait_for(lambda: service.pid() not in (None, service_pid), 120, what="the watchdog to restart the trainer")
+    wait_for(lambda: not pid_alive(run.job_pid), 180, what="the restarted service to stop the orphaned job")
+    wait_for(lambda: run.results(stack), 300, interval_s=2.0, what="a training result")
     time.sleep(5)
-    got = results()
+    got = run.results(stack)
     assert len(got) == 1, got
     assert got[0].status is TrainingStatus.SUCCEEDED, got[0].reason
     # The tiny model may finish before the watchdog restarts the service (adopted: attempt-1's result),
@@ -406,12 +392,10 @@ def test_trainer_service_sigkilled_mid_job_leaves_one_job_and_one_result(stack, 
     produced = Path(got[0].adapter_path).parent
     assert produced.name in ("attempt-1", "attempt-2") and (produced / "result.json").exists()
     if produced.name == "attempt-2":
-        assert not (attempt / "result.json").exists()
+        assert not (run.attempt / "result.json").exists()
     log = (stack.settings.home / "logs" / "trainer.log").read_text(errors="replace")
     assert ("adopting the finished attempt" in log) == (produced.name == "attempt-1")
-    from trainer.registry import ModelRegistry
-
-    versions = [v for v in ModelRegistry(stack.settings.home).versions() if v.snapshot_id == snapshot.snapshot_id]
+    versions = [v for v in ModelRegistry(stack.settings.home).versions() if v.snapshot_id == run.snapshot_id]
     assert [v.adapter_path for v in versions] == [got[0].adapter_path]
 
 
