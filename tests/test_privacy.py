@@ -19,6 +19,7 @@ from prefloop.sdk import FeedbackClient
 from kafka_testing import create_topic, delete_topic, read_range
 from prefloop.settings import load_settings
 from schemas import Action, ActionKind, PairSource, PreferencePair, Response
+from prefloop.analytics.columns import COLUMNS
 from streams.sinks import rows
 from trainer.snapshots import preview_snapshot
 
@@ -83,12 +84,12 @@ def _insert(store, tag: str, who: str, user: str, n: int) -> tuple[list[Response
     pairs = [PreferencePair(prompt_id=r.prompt_id, prompt=r.prompt, chosen=a.edited_text or "", rejected=r.response,
                             chosen_response_id=r.response_id, chosen_model_version="human", rejected_model_version="v1",
                             source=PairSource.EDIT) for r, a in zip(responses, actions)]
-    store.insert_rows("feedback_events", rows.COLUMNS["feedback_events"],
+    store.insert_rows("feedback_events", COLUMNS["feedback_events"],
                       [rows.response_event(r, 0, i) for i, r in enumerate(responses)] +
                       [rows.action_event(a, 0, i) for i, a in enumerate(actions)])
-    store.insert_rows("action_facts", rows.COLUMNS["action_facts"],
+    store.insert_rows("action_facts", COLUMNS["action_facts"],
                       [rows.action_fact(a, r.prompt_id, "v1", "", 0.5, 3, 3) for r, a in zip(responses, actions)])
-    store.insert_rows("preference_pairs", rows.COLUMNS["preference_pairs"], [rows.preference_pair(p) for p in pairs])
+    store.insert_rows("preference_pairs", COLUMNS["preference_pairs"], [rows.preference_pair(p) for p in pairs])
     return responses, actions, pairs
 
 

@@ -16,14 +16,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from prefloop.analytics.columns import COLUMNS
 from prefloop.analytics.store import sql_string, sql_time
 from schemas import PairSource, PreferencePair
 from trainer.pairs_io import pair_to_json
 
 FORMATS = ("full", "trl")
 PAGE_ROWS = 5000
-_COLUMNS = ("pair_id", "prompt_id", "prompt", "chosen", "rejected", "chosen_response_id", "rejected_response_id",
-            "chosen_model_version", "rejected_model_version", "source", "weight")
+_COLUMNS = tuple(c for c in COLUMNS["preference_pairs"] if c != "created_at")  # created_at: as epoch ms
 
 
 @dataclass(frozen=True)

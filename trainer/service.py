@@ -137,35 +137,43 @@ def _job_of(pid: int, attempt_dir: Path) -> bool:
     return b"trainer.job" in argv and str(attempt_dir / "adapter").encode() in argv
 
 
+ATTEMPT_PREFIX = "attempt-"
+
+
+def attempt_path(request_dir: Path, number: int) -> Path:
+    return request_dir / f"{ATTEMPT_PREFIX}{number}"
+
+
+def attempts(request_dir: Path) -> list[tuple[int, Path]]:
+    """The request's attempt directories with their numbers, oldest first."""
+    found = [(d.name.removeprefix(ATTEMPT_PREFIX), d) for d in request_dir.glob(f"{ATTEMPT_PREFIX}*")]
+    return sorted((int(n), d) for n, d in found if n.isdigit())
+
+
 def stop_orphaned_jobs(request_dir: Path, wait_s: float = 30.0) -> int:
     """Kill the jobs a previous service process left running for this request (it died without reaping
     them) and return the number of the next, fresh attempt."""
     from prefloop.services.process import pid_alive
 
-    numbers = []
-    for attempt_dir in request_dir.glob("attempt-*"):
-        if not attempt_dir.name.removeprefix("attempt-").isdigit():
-            continue
-        numbers.append(int(attempt_dir.name.removeprefix("attempt-")))
+    previous = attempts(request_dir)
+    for _, directory in previous:
         with contextlib.suppress(OSError, ValueError):
-            pid = int((attempt_dir / "job.pid").read_text().strip())
-            if _job_of(pid, attempt_dir):
-                print(f"trainer: killing the job of {attempt_dir} (pid {pid}) left by a previous trainer process",
+            pid = int((directory / "job.pid").read_text().strip())
+            if _job_of(pid, directory):
+                print(f"trainer: killing the job of {directory} (pid {pid}) left by a previous trainer process",
                       file=sys.stderr, flush=True)
                 _kill_group(pid)
                 deadline = time.monotonic() + wait_s
                 while pid_alive(pid) and time.monotonic() < deadline:
                     time.sleep(0.1)
-    return max(numbers, default=0) + 1
+    return previous[-1][0] + 1 if previous else 1
 
 
 def finished_attempt(request_dir: Path) -> dict[str, Any] | None:
     """The result of the newest attempt whose job completed (a previous service died before publishing it)."""
-    done = [(int(d.name.removeprefix("attempt-")), d) for d in request_dir.glob("attempt-*")
-            if d.name.removeprefix("attempt-").isdigit() and (d / "result.json").is_file()]
-    for _, attempt_dir in sorted(done, reverse=True):
+    for _, directory in reversed(attempts(request_dir)):
         with contextlib.suppress(OSError, ValueError):
-            return json.loads((attempt_dir / "result.json").read_text())
+            return json.loads((directory / "result.json").read_text())
     return None
 
 
@@ -238,7 +246,7 @@ async def _train_with_retries(
         return _register(req, JobOutcome(True, False, "", result=adopted), trainer_settings, registry)
     attempts = trainer_settings.job_retries + 1
     for tries, attempt in enumerate(range(first, first + attempts), start=1):
-        outcome = await run_job(req, request_dir / f"attempt-{attempt}", settings, trainer_settings, job_env)
+        outcome = await run_job(req, attempt_path(request_dir, attempt), settings, trainer_settings, job_env)
         if outcome.ok:
             return _register(req, outcome, trainer_settings, registry)
         reasons.append(f"attempt {attempt}: {outcome.reason}")

@@ -20,7 +20,7 @@ from collections import defaultdict
 
 from prefloop.analytics.store import AnalyticsError, connect
 from streams.runtime import Runtime, fatal
-from streams.sinks.rows import COLUMNS
+from prefloop.analytics.columns import COLUMNS
 from streams.wire import unpack_rows
 
 log = logging.getLogger("prefloop.streams.sink")

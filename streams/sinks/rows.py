@@ -1,7 +1,7 @@
-"""Rows the workers write to ClickHouse: column lists per table, builders from typed records,
-and the bundles that carry them to the sink.
+"""Rows the workers write to ClickHouse: builders from typed records, and the bundles that carry
+them to the sink.
 
-A row is a JSON list in the order of `COLUMNS[table]` (one JSONCompactEachRow line) with
+A row is a JSON list in the order of `COLUMNS[table]` (prefloop/analytics/columns.py; one JSONCompactEachRow line) with
 timestamps already in a form ClickHouse parses, so the sink never decodes a row: it concatenates
 the rows bundles (streams/wire.py, `pack_rows`) of a table into one insert.
 """
@@ -18,24 +18,6 @@ from streams import wire
 
 if TYPE_CHECKING:
     from streams.runtime import Runtime
-
-
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "feedback_events": (
-        "event_id", "event_type", "occurred_at", "response_id", "prompt_id", "model_version", "user_id", "kind",
-        "rating", "rejected_response_id", "prompt_chars", "response_chars", "tags", "source_partition", "source_offset",
-        "latency_ms", "error",
-    ),
-    "action_facts": (
-        "event_id", "occurred_at", "kind", "response_id", "prompt_id", "model_version", "user_id", "rating",
-        "rejected_response_id", "rejected_model_version", "edit_distance", "prompt_chars", "response_chars",
-    ),
-    "pair_drops": ("pair_id", "event_id", "prompt_id", "source", "reason", "occurred_at"),
-    "preference_pairs": (
-        "pair_id", "prompt_id", "prompt", "chosen", "rejected", "chosen_response_id", "rejected_response_id",
-        "chosen_model_version", "rejected_model_version", "source", "weight", "created_at",
-    ),
-}
 
 
 def response_event(resp: Response, partition: int, offset: int) -> list[Any]:

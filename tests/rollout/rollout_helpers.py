@@ -22,6 +22,7 @@ from kafka_testing import read_range
 from schemas import encode
 from evaluator.rollout.state import RolloutState
 from schemas.records import Action, ActionKind, PromotionDecision, PromotionEvent, Response
+from prefloop.analytics.columns import COLUMNS
 from streams.sinks import rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -246,7 +247,7 @@ class Traffic:
             facts.append(rows.action_fact(action, resp.prompt_id, version, "", None, len(resp.prompt),
                                           len(resp.response)))
             self.sent[version] = self.sent.get(version, 0) + 1
-        self.store.insert_json("feedback_events", rows.COLUMNS["feedback_events"],
+        self.store.insert_json("feedback_events", COLUMNS["feedback_events"],
                                b"".join(rows.row_json(r) + b"\n" for r in responses), fmt="JSONCompactEachRow")
-        self.store.insert_json("action_facts", rows.COLUMNS["action_facts"],
+        self.store.insert_json("action_facts", COLUMNS["action_facts"],
                                b"".join(rows.row_json(r) + b"\n" for r in facts), fmt="JSONCompactEachRow")

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from prefloop.analytics.store import ch_time
+from prefloop.analytics.columns import COLUMNS
 from prefloop.services.supervisor import service_env
 from schemas import PairSource, PreferencePair
+from streams.sinks.rows import preference_pair
 from trainer.pairs_export import PairFilter, iter_pairs
 from trainer.pairs_io import read_pairs_file
 
-COLUMNS = ("pair_id", "prompt_id", "prompt", "chosen", "rejected", "chosen_response_id", "rejected_response_id",
-           "chosen_model_version", "rejected_model_version", "source", "weight", "created_at")
 DAY_MS = 86_400_000
 
 
@@ -30,11 +29,6 @@ def _pair(tag: str, i: int, source: PairSource, created_at: int) -> PreferencePa
                           weight=1.0 + i / 10, created_at=created_at)
 
 
-def _row(p: PreferencePair) -> list:
-    return [p.pair_id, p.prompt_id, p.prompt, p.chosen, p.rejected, p.chosen_response_id, p.rejected_response_id,
-            p.chosen_model_version, p.rejected_model_version, p.source.value, p.weight, ch_time(p.created_at)]
-
-
 @pytest.fixture
 def stored(store) -> tuple[str, list[PreferencePair]]:
     """Seven pairs of one tag: five recent (EDIT and CHOICE), two ten days old (RATING); the first is
@@ -43,7 +37,7 @@ def stored(store) -> tuple[str, list[PreferencePair]]:
     now = int(time.time() * 1000)
     pairs = [_pair(tag, i, PairSource.EDIT if i % 2 else PairSource.CHOICE, now - i * 1000) for i in range(5)]
     pairs += [_pair(tag, i, PairSource.RATING, now - 10 * DAY_MS) for i in range(5, 7)]
-    store.insert_rows("preference_pairs", COLUMNS, [_row(p) for p in pairs] + [_row(pairs[0])])
+    store.insert_rows("preference_pairs", COLUMNS["preference_pairs"], [preference_pair(p) for p in pairs + pairs[:1]])
     return tag, pairs
 
 
